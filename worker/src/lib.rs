@@ -1,0 +1,5 @@
+//! vislingo worker library: model ports (candle), decoding, media and the job pipeline.
+//! The `worker` binary (src/main.rs) is a thin CLI over this crate.
+
+pub mod cli;
+pub mod models;
