@@ -19,8 +19,7 @@ pub fn list_folder(root: &Path) -> Result<Vec<Asset>> {
     let mut assets = Vec::new();
     let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        let entries =
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
         for entry in entries {
             let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
             let name = entry.file_name();
@@ -28,24 +27,15 @@ pub fn list_folder(root: &Path) -> Result<Vec<Asset>> {
                 continue;
             }
             let path = entry.path();
-            let metadata = std::fs::metadata(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let metadata = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
             if metadata.is_dir() {
                 pending.push(path);
                 continue;
             }
             let relative = path.strip_prefix(root).unwrap_or(&path);
-            let key = relative
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
+            let key = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
             if let Some(kind) = AssetKind::from_key(&key) {
-                assets.push(Asset {
-                    key,
-                    kind,
-                    size_bytes: metadata.len(),
-                });
+                assets.push(Asset { key, kind, size_bytes: metadata.len() });
             }
         }
     }
@@ -60,23 +50,13 @@ mod tests {
     #[test]
     fn lists_images_and_videos_recursively_sorted_skipping_hidden_and_other_files() {
         let root = tempfile::tempdir().unwrap();
-        for file in [
-            "b.jpg",
-            "a/clip.MP4",
-            "a/notes.txt",
-            ".hidden/x.png",
-            "a/.y.png",
-            "c/d/e.webp",
-        ] {
+        for file in ["b.jpg", "a/clip.MP4", "a/notes.txt", ".hidden/x.png", "a/.y.png", "c/d/e.webp"] {
             let path = root.path().join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, b"data").unwrap();
         }
-        let keys: Vec<(String, AssetKind)> = list_folder(root.path())
-            .unwrap()
-            .into_iter()
-            .map(|a| (a.key, a.kind))
-            .collect();
+        let keys: Vec<(String, AssetKind)> =
+            list_folder(root.path()).unwrap().into_iter().map(|a| (a.key, a.kind)).collect();
         assert_eq!(
             keys,
             vec![

@@ -49,22 +49,16 @@ fn run(cli: Cli) -> Result<()> {
             let assets = list::list_folder(&source)?;
             for asset in &assets {
                 if json {
-                    let line = serde_json::json!({"key": asset.key, "kind": asset.kind, "size_bytes": asset.size_bytes});
+                    let line =
+                        serde_json::json!({"key": asset.key, "kind": asset.kind, "size_bytes": asset.size_bytes});
                     println!("{line}");
                 } else {
                     println!("{}\t{}\t{}", asset.kind, asset.size_bytes, asset.key);
                 }
             }
             if !json {
-                let videos = assets
-                    .iter()
-                    .filter(|a| a.kind == vislingo_proto::AssetKind::Video)
-                    .count();
-                eprintln!(
-                    "{} assets: {} images, {videos} videos",
-                    assets.len(),
-                    assets.len() - videos
-                );
+                let videos = assets.iter().filter(|a| a.kind == vislingo_proto::AssetKind::Video).count();
+                eprintln!("{} assets: {} images, {videos} videos", assets.len(), assets.len() - videos);
             }
         }
         Command::Languages => {

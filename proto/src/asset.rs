@@ -13,9 +13,7 @@ pub enum AssetKind {
 /// Extensions (lower case) of the still-image formats the worker decodes.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
 /// Extensions (lower case) of the containers the worker opens with FFmpeg.
-pub const VIDEO_EXTENSIONS: &[&str] = &[
-    "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "wmv", "flv",
-];
+pub const VIDEO_EXTENSIONS: &[&str] = &["mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "wmv", "flv"];
 
 impl AssetKind {
     /// The kind of a key or path by its extension, case-insensitively; `None` for anything else.
@@ -51,14 +49,8 @@ mod tests {
 
     #[test]
     fn kinds_come_from_the_extension_in_any_case() {
-        assert_eq!(
-            AssetKind::from_key("photos/Beach.JPG"),
-            Some(AssetKind::Image)
-        );
-        assert_eq!(
-            AssetKind::from_key("ads/spot.final.mp4"),
-            Some(AssetKind::Video)
-        );
+        assert_eq!(AssetKind::from_key("photos/Beach.JPG"), Some(AssetKind::Image));
+        assert_eq!(AssetKind::from_key("ads/spot.final.mp4"), Some(AssetKind::Video));
         assert_eq!(AssetKind::from_key("clips/a.WebM"), Some(AssetKind::Video));
     }
 

@@ -59,29 +59,19 @@ pub enum LangError {
     #[error("empty item {position} in language list `{list}` (doubled or trailing comma?)")]
     EmptyListItem { list: String, position: usize },
     #[error("unknown language `{input}`{}", unknown_hint(.suggestions))]
-    Unknown {
-        input: String,
-        suggestions: Vec<&'static str>,
-    },
+    Unknown { input: String, suggestions: Vec<&'static str> },
     #[error("language `{input}` is ambiguous: it may be {}; use one of these codes", describe_codes(.candidates, " or "))]
-    Ambiguous {
-        input: String,
-        candidates: Vec<&'static str>,
-    },
+    Ambiguous { input: String, candidates: Vec<&'static str> },
 }
 
-const USE_CODES_HINT: &str =
-    "use a FLORES-200 code such as eng_Latn, fra_Latn, spa_Latn or zho_Hans, \
+const USE_CODES_HINT: &str = "use a FLORES-200 code such as eng_Latn, fra_Latn, spa_Latn or zho_Hans, \
      an ISO 639 code (fr) or an English name (French)";
 
 fn unknown_hint(suggestions: &[&'static str]) -> String {
     if suggestions.is_empty() {
         format!("; {USE_CODES_HINT}")
     } else {
-        format!(
-            "; did you mean {}? Otherwise {USE_CODES_HINT}",
-            describe_codes(suggestions, ", ")
-        )
+        format!("; did you mean {}? Otherwise {USE_CODES_HINT}", describe_codes(suggestions, ", "))
     }
 }
 
@@ -606,10 +596,7 @@ impl Lang {
         if key.is_empty() {
             return Err(LangError::Empty);
         }
-        let unknown = |suggestions| LangError::Unknown {
-            input: input.trim().to_string(),
-            suggestions,
-        };
+        let unknown = |suggestions| LangError::Unknown { input: input.trim().to_string(), suggestions };
         let ambiguous = |candidates: &[Lang]| LangError::Ambiguous {
             input: input.trim().to_string(),
             candidates: candidates.iter().map(Lang::code).collect(),
@@ -721,10 +708,7 @@ pub fn parse_list(input: &str) -> Result<Vec<Lang>, LangError> {
     let mut langs = Vec::new();
     for (position, item) in input.split(',').enumerate() {
         if item.trim().is_empty() {
-            return Err(LangError::EmptyListItem {
-                list: input.to_string(),
-                position: position + 1,
-            });
+            return Err(LangError::EmptyListItem { list: input.to_string(), position: position + 1 });
         }
         let lang = Lang::parse(item)?;
         if !langs.contains(&lang) {
@@ -735,20 +719,12 @@ pub fn parse_list(input: &str) -> Result<Vec<Lang>, LangError> {
 }
 
 fn lang_by_code(code: &str) -> Option<Lang> {
-    LANGUAGES
-        .iter()
-        .position(|(known, _)| *known == code)
-        .map(|index| Lang(index as u8))
+    LANGUAGES.iter().position(|(known, _)| *known == code).map(|index| Lang(index as u8))
 }
 
 /// Lowercase, trimmed, inner whitespace collapsed to one space, `_` written `-`.
 fn normalize(input: &str) -> String {
-    input
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
-        .replace('_', "-")
+    input.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase().replace('_', "-")
 }
 
 /// What a normalised key names.
@@ -771,9 +747,7 @@ fn build_index() -> Result<HashMap<String, Entry>, String> {
         insert_key(&mut index, normalize(lang.name()), Entry::One(lang))?;
     }
     for lang in Lang::all() {
-        let siblings: Vec<Lang> = Lang::all()
-            .filter(|other| other.iso639_3() == lang.iso639_3())
-            .collect();
+        let siblings: Vec<Lang> = Lang::all().filter(|other| other.iso639_3() == lang.iso639_3()).collect();
         let is_listed = ALIASES.iter().any(|(alias, _)| *alias == lang.iso639_3());
         let entry = match siblings.as_slice() {
             [only] => Entry::One(*only),
@@ -789,9 +763,7 @@ fn build_index() -> Result<HashMap<String, Entry>, String> {
     for (alias, codes) in AMBIGUOUS_ALIASES {
         let langs = codes
             .iter()
-            .map(|code| {
-                lang_by_code(code).ok_or_else(|| format!("alias `{alias}`: no code {code}"))
-            })
+            .map(|code| lang_by_code(code).ok_or_else(|| format!("alias `{alias}`: no code {code}")))
             .collect::<Result<Vec<_>, _>>()?;
         insert_key(&mut index, checked_alias(alias)?, Entry::Several(langs))?;
     }
@@ -809,9 +781,7 @@ fn checked_alias(alias: &str) -> Result<String, String> {
 /// Inserts, accepting a key twice only when it names the same languages both times.
 fn insert_key(index: &mut HashMap<String, Entry>, key: String, entry: Entry) -> Result<(), String> {
     match index.get(&key) {
-        Some(existing) if *existing != entry => {
-            Err(format!("`{key}` names both {existing:?} and {entry:?}"))
-        }
+        Some(existing) if *existing != entry => Err(format!("`{key}` names both {existing:?} and {entry:?}")),
         Some(_) => Ok(()),
         None => {
             index.insert(key, entry);
@@ -844,23 +814,17 @@ fn parse_language_tag(key: &str) -> Option<TagResolution> {
             _ => return None,
         }
     }
-    let is_language_subtag =
-        matches!(language.len(), 2 | 3) && language.chars().all(|c| c.is_ascii_alphabetic());
+    let is_language_subtag = matches!(language.len(), 2 | 3) && language.chars().all(|c| c.is_ascii_alphabetic());
     if !is_language_subtag || (script.is_none() && region.is_none()) {
         return None;
     }
     let entry = index().get(language)?;
     if let Some(script) = script {
         let candidates = match entry {
-            Entry::One(lang) => Lang::all()
-                .filter(|other| other.iso639_3() == lang.iso639_3())
-                .collect(),
+            Entry::One(lang) => Lang::all().filter(|other| other.iso639_3() == lang.iso639_3()).collect(),
             Entry::Several(langs) => langs.clone(),
         };
-        if let Some(lang) = candidates
-            .iter()
-            .find(|lang| lang.script().eq_ignore_ascii_case(script))
-        {
+        if let Some(lang) = candidates.iter().find(|lang| lang.script().eq_ignore_ascii_case(script)) {
             return Some(TagResolution::One(*lang));
         }
         if let Entry::One(lang) = entry {
@@ -900,29 +864,19 @@ fn suggest(key: &str) -> Vec<&'static str> {
         if distance > max_distance {
             continue;
         }
-        let shared_prefix = key
-            .iter()
-            .zip(&candidate)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let shared_prefix = key.iter().zip(&candidate).take_while(|(a, b)| a == b).count();
         let langs = match entry {
             Entry::One(lang) => std::slice::from_ref(lang),
             Entry::Several(langs) => langs.as_slice(),
         };
         for lang in langs {
             let rank = (distance, -(shared_prefix as isize), lang.fairseq_index());
-            best.entry(*lang)
-                .and_modify(|current| *current = (*current).min(rank))
-                .or_insert(rank);
+            best.entry(*lang).and_modify(|current| *current = (*current).min(rank)).or_insert(rank);
         }
     }
     let mut ranked: Vec<(Lang, (usize, isize, usize))> = best.into_iter().collect();
     ranked.sort_by_key(|(_, rank)| *rank);
-    ranked
-        .into_iter()
-        .take(3)
-        .map(|(lang, _)| lang.code())
-        .collect()
+    ranked.into_iter().take(3).map(|(lang, _)| lang.code()).collect()
 }
 
 /// Optimal string alignment distance: Levenshtein plus transposition of adjacent characters.
@@ -937,9 +891,7 @@ fn edit_distance(a: &[char], b: &[char]) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let substitution = usize::from(a[i - 1] != b[j - 1]);
-            let mut distance = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + substitution);
+            let mut distance = (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + substitution);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 distance = distance.min(rows[i - 2][j - 2] + 1);
             }
@@ -1210,17 +1162,9 @@ mod tests {
     #[test]
     fn script_nllb_lacks_is_unknown_and_suggests_the_available_one() {
         let error = Lang::parse("sr-Latn").unwrap_err();
-        assert_eq!(
-            error,
-            LangError::Unknown {
-                input: "sr-Latn".into(),
-                suggestions: vec!["srp_Cyrl"]
-            }
-        );
+        assert_eq!(error, LangError::Unknown { input: "sr-Latn".into(), suggestions: vec!["srp_Cyrl"] });
         let error = Lang::parse("fra_Cyrl").unwrap_err();
-        assert!(
-            matches!(&error, LangError::Unknown { suggestions, .. } if suggestions == &["fra_Latn"])
-        );
+        assert!(matches!(&error, LangError::Unknown { suggestions, .. } if suggestions == &["fra_Latn"]));
     }
 
     #[test]
@@ -1236,10 +1180,7 @@ mod tests {
         ] {
             assert_eq!(
                 Lang::parse(input),
-                Err(LangError::Ambiguous {
-                    input: input.into(),
-                    candidates: expected.to_vec()
-                })
+                Err(LangError::Ambiguous { input: input.into(), candidates: expected.to_vec() })
             );
         }
     }
@@ -1275,11 +1216,7 @@ mod tests {
             let Err(LangError::Unknown { suggestions, .. }) = Lang::parse(input) else {
                 panic!("{input} should be unknown");
             };
-            assert_eq!(
-                suggestions.first(),
-                Some(&expected),
-                "{input}: {suggestions:?}"
-            );
+            assert_eq!(suggestions.first(), Some(&expected), "{input}: {suggestions:?}");
             assert!(suggestions.len() <= 3);
         }
     }
@@ -1287,26 +1224,15 @@ mod tests {
     #[test]
     fn unknown_message_lists_suggestions_with_names() {
         let message = Lang::parse("frnch").unwrap_err().to_string();
-        assert!(
-            message.starts_with("unknown language `frnch`; did you mean fra_Latn (French)"),
-            "{message}"
-        );
+        assert!(message.starts_with("unknown language `frnch`; did you mean fra_Latn (French)"), "{message}");
         assert!(message.contains("eng_Latn"), "{message}");
     }
 
     #[test]
     fn far_off_input_is_unknown_without_suggestions() {
         let error = Lang::parse("klingon-warrior-dialect").unwrap_err();
-        assert_eq!(
-            error,
-            LangError::Unknown {
-                input: "klingon-warrior-dialect".into(),
-                suggestions: vec![]
-            }
-        );
-        assert!(error
-            .to_string()
-            .contains("use a FLORES-200 code such as eng_Latn"));
+        assert_eq!(error, LangError::Unknown { input: "klingon-warrior-dialect".into(), suggestions: vec![] });
+        assert!(error.to_string().contains("use a FLORES-200 code such as eng_Latn"));
     }
 
     #[test]
@@ -1318,22 +1244,16 @@ mod tests {
 
     #[test]
     fn right_to_left_scripts() {
-        for code in [
-            "arb_Arab", "heb_Hebr", "urd_Arab", "pes_Arab", "ydd_Hebr", "pbt_Arab",
-        ] {
+        for code in ["arb_Arab", "heb_Hebr", "urd_Arab", "pes_Arab", "ydd_Hebr", "pbt_Arab"] {
             assert!(lang(code).is_rtl(), "{code}");
             assert_eq!(lang(code).direction(), TextDirection::RightToLeft);
         }
-        for code in [
-            "fra_Latn", "eng_Latn", "zho_Hans", "hin_Deva", "taq_Tfng", "kas_Deva",
-        ] {
+        for code in ["fra_Latn", "eng_Latn", "zho_Hans", "hin_Deva", "taq_Tfng", "kas_Deva"] {
             assert!(!lang(code).is_rtl(), "{code}");
         }
         let rtl: Vec<&str> = Lang::all().filter(Lang::is_rtl).map(|l| l.code()).collect();
         assert_eq!(rtl.len(), 23, "{rtl:?}");
-        assert!(rtl
-            .iter()
-            .all(|code| code.ends_with("_Arab") || code.ends_with("_Hebr")));
+        assert!(rtl.iter().all(|code| code.ends_with("_Arab") || code.ends_with("_Hebr")));
     }
 
     #[test]
@@ -1354,12 +1274,7 @@ mod tests {
     #[test]
     fn serde_error_carries_the_lang_error_message() {
         let error = serde_json::from_str::<Lang>(r#""frnch""#).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("unknown language `frnch`; did you mean fra_Latn"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("unknown language `frnch`; did you mean fra_Latn"), "{error}");
         assert!(serde_json::from_str::<Lang>("42").is_err());
     }
 
@@ -1379,15 +1294,9 @@ mod tests {
     fn parse_list_rejects_empty_items() {
         assert_eq!(
             parse_list("fra_Latn,,spa_Latn"),
-            Err(LangError::EmptyListItem {
-                list: "fra_Latn,,spa_Latn".into(),
-                position: 2
-            })
+            Err(LangError::EmptyListItem { list: "fra_Latn,,spa_Latn".into(), position: 2 })
         );
-        assert!(matches!(
-            parse_list("fra_Latn, "),
-            Err(LangError::EmptyListItem { position: 2, .. })
-        ));
+        assert!(matches!(parse_list("fra_Latn, "), Err(LangError::EmptyListItem { position: 2, .. })));
         assert_eq!(parse_list("  "), Err(LangError::Empty));
     }
 
@@ -1403,11 +1312,7 @@ mod tests {
     fn alias_tables_are_consistent() {
         let index = build_index().unwrap();
         let mut seen = std::collections::HashSet::new();
-        for alias in ALIASES
-            .iter()
-            .map(|(alias, _)| *alias)
-            .chain(AMBIGUOUS_ALIASES.iter().map(|(alias, _)| *alias))
-        {
+        for alias in ALIASES.iter().map(|(alias, _)| *alias).chain(AMBIGUOUS_ALIASES.iter().map(|(alias, _)| *alias)) {
             assert!(seen.insert(alias), "alias `{alias}` listed twice");
         }
         for (code, subtag, replacement) in SUBTAG_OVERRIDES {

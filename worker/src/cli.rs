@@ -77,11 +77,7 @@ pub struct TranslateArgs {
     /// Text to translate; `-` reads it from standard input.
     pub text: String,
     /// NLLB model: a Hugging Face repo id or a local folder.
-    #[arg(
-        long,
-        env = "VISLINGO_TRANSLATOR",
-        default_value = "facebook/nllb-200-distilled-600M"
-    )]
+    #[arg(long, env = "VISLINGO_TRANSLATOR", default_value = "facebook/nllb-200-distilled-600M")]
     pub model: String,
     /// Target languages, comma-separated FLORES-200 codes or aliases (fr, spanish, zh-TW).
     #[arg(long, env = "VISLINGO_TO", required = true)]
@@ -141,9 +137,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         None => bail!("device `{spec}`: expected cpu, cuda or cuda:N"),
     };
     if !candle_core::utils::cuda_is_available() {
-        bail!(
-            "device `{spec}`: this worker was built without CUDA; rebuild with `--features cuda`"
-        );
+        bail!("device `{spec}`: this worker was built without CUDA; rebuild with `--features cuda`");
     }
     Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
 }
@@ -157,20 +151,14 @@ pub fn run(cli: Cli) -> Result<()> {
 fn translate(args: TranslateArgs) -> Result<()> {
     let text = if args.text == "-" {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read the text from standard input")?;
+        std::io::stdin().read_to_string(&mut text).context("cannot read the text from standard input")?;
         text
     } else {
         args.text.clone()
     };
     let source = Lang::parse(&args.from).context("--from")?;
     let targets = lang::parse_list(&args.to).context("--to")?;
-    let sampling = args.temperature.map(|temperature| Sampling {
-        temperature,
-        top_p: args.top_p,
-        seed: args.seed,
-    });
+    let sampling = args.temperature.map(|temperature| Sampling { temperature, top_p: args.top_p, seed: args.seed });
     let options = TranslateOptions {
         beams: Some(args.beams),
         max_new_tokens: args.max_new_tokens,

@@ -18,8 +18,7 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn reference() -> Value {
-    let text =
-        std::fs::read_to_string(fixture_dir().join("reference.json")).expect("reference.json");
+    let text = std::fs::read_to_string(fixture_dir().join("reference.json")).expect("reference.json");
     serde_json::from_str(&text).unwrap()
 }
 
@@ -29,12 +28,7 @@ fn load(dir: &Path, dtype: DType) -> Translator {
 }
 
 fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
+    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
 }
 
 fn lang(value: &Value) -> Lang {
@@ -43,35 +37,15 @@ fn lang(value: &Value) -> Lang {
 
 /// `{"shape": [...], "data": [...]}` as a flat vector and its shape.
 fn array(value: &Value) -> (Vec<usize>, Vec<f32>) {
-    let shape = value["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    let data = value["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
+    let shape = value["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let data = value["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     (shape, data)
 }
 
 fn max_abs_diff(actual: &Tensor, expected: &(Vec<usize>, Vec<f32>)) -> f32 {
     assert_eq!(actual.dims(), expected.0.as_slice(), "shape");
-    let actual = actual
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    actual
-        .iter()
-        .zip(&expected.1)
-        .map(|(a, e)| (a - e).abs())
-        .fold(0.0, f32::max)
+    let actual = actual.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    actual.iter().zip(&expected.1).map(|(a, e)| (a - e).abs()).fold(0.0, f32::max)
 }
 
 fn max_new_tokens(reference: &Value) -> usize {
@@ -92,12 +66,7 @@ fn cases(reference: &Value) -> &Vec<Value> {
 }
 
 fn targets_of(case: &Value) -> Vec<Lang> {
-    case["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| lang(&t["tgt_lang"]))
-        .collect()
+    case["targets"].as_array().unwrap().iter().map(|t| lang(&t["tgt_lang"])).collect()
 }
 
 /// Logits of the decoder fed `[decoder_start, target language]` after encoding the case.
@@ -105,31 +74,18 @@ fn step_logits(translator: &Translator, input_ids: &[u32], decoder_input_ids: &[
     let model = translator.model();
     let encoded = model.encode(&[input_ids.to_vec()]).unwrap();
     let mut session = model.start_decoding(&encoded).unwrap();
-    model
-        .decode_logits(&mut session, &[decoder_input_ids.to_vec()])
-        .unwrap()
+    model.decode_logits(&mut session, &[decoder_input_ids.to_vec()]).unwrap()
 }
 
 #[test]
 fn the_fixture_covers_five_scripts_and_four_kinds_of_input() {
     let reference = reference();
-    let names: Vec<&str> = cases(&reference)
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    for expected in [
-        "short",
-        "long_multi_paragraph",
-        "digits_punctuation",
-        "quoted_brand",
-    ] {
+    let names: Vec<&str> = cases(&reference).iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for expected in ["short", "long_multi_paragraph", "digits_punctuation", "quoted_brand"] {
         assert!(names.contains(&expected), "missing case {expected}");
     }
-    let scripts: std::collections::BTreeSet<&str> = cases(&reference)
-        .iter()
-        .flat_map(targets_of)
-        .map(|l| l.script())
-        .collect();
+    let scripts: std::collections::BTreeSet<&str> =
+        cases(&reference).iter().flat_map(targets_of).map(|l| l.script()).collect();
     for script in ["Latn", "Deva", "Hans", "Arab", "Cyrl"] {
         assert!(scripts.contains(script), "no target in {script}");
     }
@@ -140,10 +96,7 @@ fn input_ids_match_nllb_tokenizer_fast() {
     let reference = reference();
     let translator = load(&fixture_dir(), DType::F32);
     for case in cases(&reference) {
-        let actual = translator
-            .tokenizer()
-            .encode(case["text"].as_str().unwrap(), lang(&case["src_lang"]))
-            .unwrap();
+        let actual = translator.tokenizer().encode(case["text"].as_str().unwrap(), lang(&case["src_lang"])).unwrap();
         assert_eq!(actual, ids(&case["input_ids"]), "case {}", case["name"]);
     }
 }
@@ -153,16 +106,9 @@ fn encoder_states_match_within_1e4() {
     let reference = reference();
     let translator = load(&fixture_dir(), DType::F32);
     for case in cases(&reference) {
-        let encoded = translator
-            .model()
-            .encode(&[ids(&case["input_ids"])])
-            .unwrap();
+        let encoded = translator.model().encode(&[ids(&case["input_ids"])]).unwrap();
         let diff = max_abs_diff(&encoded.hidden, &array(&case["encoder_last_hidden_state"]));
-        assert!(
-            diff < F32_TOLERANCE,
-            "case {}: encoder states differ by {diff}",
-            case["name"]
-        );
+        assert!(diff < F32_TOLERANCE, "case {}: encoder states differ by {diff}", case["name"]);
     }
 }
 
@@ -172,18 +118,9 @@ fn decoder_logits_match_within_1e4_for_every_target_language() {
     let translator = load(&fixture_dir(), DType::F32);
     for case in cases(&reference) {
         for target in case["targets"].as_array().unwrap() {
-            let logits = step_logits(
-                &translator,
-                &ids(&case["input_ids"]),
-                &ids(&target["decoder_input_ids"]),
-            );
+            let logits = step_logits(&translator, &ids(&case["input_ids"]), &ids(&target["decoder_input_ids"]));
             let diff = max_abs_diff(&logits, &array(&target["logits"]));
-            assert!(
-                diff < F32_TOLERANCE,
-                "case {} -> {}: logits differ by {diff}",
-                case["name"],
-                target["tgt_lang"]
-            );
+            assert!(diff < F32_TOLERANCE, "case {} -> {}: logits differ by {diff}", case["name"], target["tgt_lang"]);
         }
     }
 }
@@ -194,20 +131,10 @@ fn assert_generation_matches(translator: &Translator, reference: &Value, beams: 
     let options = whole_text_options(reference, beams);
     for case in cases(reference) {
         let targets = targets_of(case);
-        let out = translator
-            .translate(
-                case["text"].as_str().unwrap(),
-                lang(&case["src_lang"]),
-                &targets,
-                &options,
-            )
-            .unwrap();
+        let out =
+            translator.translate(case["text"].as_str().unwrap(), lang(&case["src_lang"]), &targets, &options).unwrap();
         assert_eq!(out.source.input_ids, ids(&case["input_ids"]));
-        for (translation, target) in out
-            .translations
-            .iter()
-            .zip(case["targets"].as_array().unwrap())
-        {
+        for (translation, target) in out.translations.iter().zip(case["targets"].as_array().unwrap()) {
             assert_eq!(
                 translation.token_ids,
                 ids(&target[key]),
@@ -241,10 +168,7 @@ fn four_beam_tokens_match_transformers_exactly() {
 fn beam_length_penalty_and_early_stopping_match_transformers() {
     let reference = reference();
     let translator = load(&fixture_dir(), DType::F32);
-    let short = cases(&reference)
-        .iter()
-        .find(|c| c["name"] == "short")
-        .unwrap();
+    let short = cases(&reference).iter().find(|c| c["name"] == "short").unwrap();
     for setting in reference["extra_beam"].as_array().unwrap() {
         let early_stopping = match &setting["early_stopping"] {
             Value::Bool(true) => EarlyStopping::True,
@@ -258,19 +182,9 @@ fn beam_length_penalty_and_early_stopping_match_transformers() {
             ..whole_text_options(&reference, setting["num_beams"].as_u64().unwrap() as usize)
         };
         let fra = Lang::parse("fra_Latn").unwrap();
-        let out = translator
-            .translate(
-                short["text"].as_str().unwrap(),
-                lang(&short["src_lang"]),
-                &[fra],
-                &options,
-            )
-            .unwrap();
-        assert_eq!(
-            out.translations[0].token_ids,
-            ids(&setting["sequences"]),
-            "setting {setting}"
-        );
+        let out =
+            translator.translate(short["text"].as_str().unwrap(), lang(&short["src_lang"]), &[fra], &options).unwrap();
+        assert_eq!(out.translations[0].token_ids, ids(&setting["sequences"]), "setting {setting}");
     }
 }
 
@@ -293,35 +207,17 @@ fn a_padded_batch_matches_transformers_batched_generate() {
     let reference = reference();
     let translator = load(&fixture_dir(), DType::F32);
     let batch = &reference["batch"];
-    let texts: Vec<&str> = batch["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
+    let texts: Vec<&str> = batch["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let target = [lang(&batch["tgt_lang"])];
-    let jobs: Vec<TranslationJob> = texts
-        .iter()
-        .map(|text| TranslationJob {
-            text,
-            source: lang(&batch["src_lang"]),
-            targets: &target,
-        })
-        .collect();
+    let jobs: Vec<TranslationJob> =
+        texts.iter().map(|text| TranslationJob { text, source: lang(&batch["src_lang"]), targets: &target }).collect();
     let eos = translator.model().config().eos_token_id;
     let pad = translator.model().config().pad_token_id;
     for (beams, key) in [(1, "greedy"), (4, "beam4")] {
-        let out = translator
-            .translate_many(&jobs, &whole_text_options(&reference, beams))
-            .unwrap();
-        for (i, (translated, expected)) in
-            out.iter().zip(batch[key].as_array().unwrap()).enumerate()
-        {
+        let out = translator.translate_many(&jobs, &whole_text_options(&reference, beams)).unwrap();
+        for (i, (translated, expected)) in out.iter().zip(batch[key].as_array().unwrap()).enumerate() {
             let expected = strip_batch_padding(ids(expected), eos, pad);
-            assert_eq!(
-                translated.translations[0].token_ids, expected,
-                "{key}: text {i}"
-            );
+            assert_eq!(translated.translations[0].token_ids, expected, "{key}: text {i}");
         }
     }
 }
@@ -330,46 +226,21 @@ fn a_padded_batch_matches_transformers_batched_generate() {
 fn a_batch_of_texts_gives_what_each_text_gives_alone() {
     let reference = reference();
     let translator = load(&fixture_dir(), DType::F32);
-    let targets: Vec<Lang> = ["fra_Latn", "rus_Cyrl", "zho_Hans"]
-        .iter()
-        .map(|c| Lang::parse(c).unwrap())
-        .collect();
+    let targets: Vec<Lang> = ["fra_Latn", "rus_Cyrl", "zho_Hans"].iter().map(|c| Lang::parse(c).unwrap()).collect();
     let eng = Lang::parse("eng_Latn").unwrap();
-    let texts: Vec<&str> = cases(&reference)
-        .iter()
-        .map(|c| c["text"].as_str().unwrap())
-        .collect();
-    let jobs: Vec<TranslationJob> = texts
-        .iter()
-        .map(|text| TranslationJob {
-            text,
-            source: eng,
-            targets: &targets,
-        })
-        .collect();
+    let texts: Vec<&str> = cases(&reference).iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let jobs: Vec<TranslationJob> =
+        texts.iter().map(|text| TranslationJob { text, source: eng, targets: &targets }).collect();
     for beams in [1, 3] {
-        let options = TranslateOptions {
-            beams: Some(beams),
-            max_new_tokens: Some(12),
-            ..TranslateOptions::default()
-        };
+        let options = TranslateOptions { beams: Some(beams), max_new_tokens: Some(12), ..TranslateOptions::default() };
         let together = translator.translate_many(&jobs, &options).unwrap();
         for (job, batched) in jobs.iter().zip(&together) {
-            let alone = translator
-                .translate(job.text, eng, &targets, &options)
-                .unwrap();
+            let alone = translator.translate(job.text, eng, &targets, &options).unwrap();
             assert_eq!(&alone, batched, "beams {beams}: {}", job.text);
         }
         // A chunked decode (few rows at a time) gives the same result too.
-        let chunked = TranslateOptions {
-            max_batch_rows: 4,
-            ..options
-        };
-        assert_eq!(
-            translator.translate_many(&jobs, &chunked).unwrap(),
-            together,
-            "beams {beams}, chunked"
-        );
+        let chunked = TranslateOptions { max_batch_rows: 4, ..options };
+        assert_eq!(translator.translate_many(&jobs, &chunked).unwrap(), together, "beams {beams}, chunked");
     }
 }
 
@@ -386,20 +257,13 @@ fn sharded_safetensors_and_pytorch_bin_load_the_same_weights() {
                 let entry = entry.unwrap();
                 let name = entry.file_name().to_string_lossy().to_string();
                 let is_main_weights = folder == fixture_dir() && name.starts_with("model.");
-                if entry.file_type().unwrap().is_file()
-                    && !is_main_weights
-                    && name != "reference.json"
-                {
+                if entry.file_type().unwrap().is_file() && !is_main_weights && name != "reference.json" {
                     std::fs::copy(entry.path(), dir.path().join(&name)).unwrap();
                 }
             }
         }
         let translator = load(dir.path(), DType::F32);
-        let logits = step_logits(
-            &translator,
-            &ids(&case["input_ids"]),
-            &ids(&target["decoder_input_ids"]),
-        );
+        let logits = step_logits(&translator, &ids(&case["input_ids"]), &ids(&target["decoder_input_ids"]));
         let diff = max_abs_diff(&logits, &array(&target["logits"]));
         assert!(diff < F32_TOLERANCE, "{variant}: logits differ by {diff}");
     }
@@ -418,22 +282,11 @@ fn f16_and_bf16_logits_stay_close_to_f32() {
         for case in cases(&reference) {
             let target = &case["targets"][0];
             let expected = array(&target["logits"]);
-            let logits = step_logits(
-                &translator,
-                &ids(&case["input_ids"]),
-                &ids(&target["decoder_input_ids"]),
-            );
+            let logits = step_logits(&translator, &ids(&case["input_ids"]), &ids(&target["decoder_input_ids"]));
             let range = expected.1.iter().fold(0f32, |m, x| m.max(x.abs()));
             let relative = max_abs_diff(&logits, &expected) / range;
-            println!(
-                "{dtype:?} case {}: max |diff| / max |logit| = {relative:.2e}",
-                case["name"]
-            );
-            assert!(
-                relative < relative_tolerance,
-                "{dtype:?} case {}: relative error {relative}",
-                case["name"]
-            );
+            println!("{dtype:?} case {}: max |diff| / max |logit| = {relative:.2e}", case["name"]);
+            assert!(relative < relative_tolerance, "{dtype:?} case {}: relative error {relative}", case["name"]);
         }
     }
 }
@@ -443,10 +296,7 @@ fn decoding_sessions_drop_and_fork_rows_like_the_batch_they_came_from() {
     let reference = reference();
     let translator = load(&fixture_dir(), DType::F32);
     let model = translator.model();
-    let inputs: Vec<Vec<u32>> = cases(&reference)
-        .iter()
-        .map(|c| ids(&c["input_ids"]))
-        .collect();
+    let inputs: Vec<Vec<u32>> = cases(&reference).iter().map(|c| ids(&c["input_ids"])).collect();
     let encoded = model.encode(&inputs).unwrap();
     let mut session = model.start_decoding(&encoded).unwrap();
     let start = vec![vec![2u32]; inputs.len()];
@@ -455,29 +305,16 @@ fn decoding_sessions_drop_and_fork_rows_like_the_batch_they_came_from() {
     let mut picked = model.start_decoding(&encoded).unwrap();
     picked.select_rows(&[2, 0]).unwrap();
     let some = picked.forward(&start[..2]).unwrap();
-    let expected = Tensor::cat(&[all.get(2).unwrap(), all.get(0).unwrap()], 0)
-        .unwrap()
-        .reshape(some.dims())
-        .unwrap();
-    let diff = (some - expected)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let expected = Tensor::cat(&[all.get(2).unwrap(), all.get(0).unwrap()], 0).unwrap().reshape(some.dims()).unwrap();
+    let diff =
+        (some - expected).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < F32_TOLERANCE, "selected rows differ by {diff}");
 }
 
 #[test]
 fn every_flores_code_known_to_proto_is_a_language_token_of_the_nllb_tokenizer() {
     let translator = load(&fixture_dir(), DType::F32);
-    let ids: Vec<u32> = Lang::all()
-        .map(|lang| translator.tokenizer().lang_id(lang).unwrap())
-        .collect();
+    let ids: Vec<u32> = Lang::all().map(|lang| translator.tokenizer().lang_id(lang).unwrap()).collect();
     assert_eq!(ids.len(), 202);
     let mut distinct = ids.clone();
     distinct.sort();

@@ -11,16 +11,12 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn reference() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("reference.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("reference.json")).unwrap()).unwrap()
 }
 
 fn worker() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
-    command
-        .env("RUST_LOG", "error")
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("VISLINGO_TO");
+    command.env("RUST_LOG", "error").env("HF_HUB_OFFLINE", "1").env_remove("VISLINGO_TO");
     command
 }
 
@@ -48,20 +44,11 @@ fn assert_one_error_line(output: &Output, needles: &[&str]) {
 }
 
 fn short_case(reference: &Value) -> &Value {
-    reference["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "short")
-        .unwrap()
+    reference["cases"].as_array().unwrap().iter().find(|c| c["name"] == "short").unwrap()
 }
 
 fn json_output(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -77,25 +64,14 @@ fn assert_matches_greedy_reference(json: &Value, case: &Value) {
 }
 
 fn targets_arg(case: &Value) -> String {
-    case["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["tgt_lang"].as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join(",")
+    case["targets"].as_array().unwrap().iter().map(|t| t["tgt_lang"].as_str().unwrap()).collect::<Vec<_>>().join(",")
 }
 
 #[test]
 fn json_output_carries_the_ids_transformers_generates() {
     let reference = reference();
     let case = short_case(&reference);
-    let output = translate(
-        &fixture_dir(),
-        &targets_arg(case),
-        case["text"].as_str().unwrap(),
-        &["--format", "json"],
-    );
+    let output = translate(&fixture_dir(), &targets_arg(case), case["text"].as_str().unwrap(), &["--format", "json"]);
     assert_matches_greedy_reference(&json_output(&output), case);
 }
 
@@ -107,28 +83,13 @@ fn text_is_read_from_stdin_when_given_as_a_dash() {
     let mut child = worker()
         .args(["translate", "--model"])
         .arg(fixture_dir())
-        .args([
-            "--to",
-            &targets_arg(case),
-            "--max-new-tokens",
-            "24",
-            "--segment",
-            "none",
-            "--format",
-            "json",
-            "-",
-        ])
+        .args(["--to", &targets_arg(case), "--max-new-tokens", "24", "--segment", "none", "--format", "json", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(case["text"].as_str().unwrap().as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(case["text"].as_str().unwrap().as_bytes()).unwrap();
     assert_matches_greedy_reference(&json_output(&child.wait_with_output().unwrap()), case);
 }
 
@@ -136,12 +97,7 @@ fn text_is_read_from_stdin_when_given_as_a_dash() {
 fn language_aliases_are_accepted_on_the_command_line() {
     let reference = reference();
     let case = short_case(&reference);
-    let output = translate(
-        &fixture_dir(),
-        "french",
-        case["text"].as_str().unwrap(),
-        &["--format", "json"],
-    );
+    let output = translate(&fixture_dir(), "french", case["text"].as_str().unwrap(), &["--format", "json"]);
     let json = json_output(&output);
     assert_eq!(json["translations"][0]["lang"], "fra_Latn");
 }
@@ -149,10 +105,7 @@ fn language_aliases_are_accepted_on_the_command_line() {
 /// Lays out a Hugging Face Hub cache as huggingface_hub writes it: blobs, a snapshot of symlinks, a ref.
 fn hub_cache(repo: &str, commit: &str) -> tempfile::TempDir {
     let cache = tempfile::tempdir().unwrap();
-    let repo_dir = cache
-        .path()
-        .join("hub")
-        .join(format!("models--{}", repo.replace('/', "--")));
+    let repo_dir = cache.path().join("hub").join(format!("models--{}", repo.replace('/', "--")));
     let snapshot = repo_dir.join("snapshots").join(commit);
     std::fs::create_dir_all(repo_dir.join("blobs")).unwrap();
     std::fs::create_dir_all(&snapshot).unwrap();
@@ -163,9 +116,7 @@ fn hub_cache(repo: &str, commit: &str) -> tempfile::TempDir {
         if !entry.file_type().unwrap().is_file() || entry.file_name() == "reference.json" {
             continue;
         }
-        let blob = repo_dir
-            .join("blobs")
-            .join(format!("blob-{}", entry.file_name().to_string_lossy()));
+        let blob = repo_dir.join("blobs").join(format!("blob-{}", entry.file_name().to_string_lossy()));
         std::fs::copy(entry.path(), &blob).unwrap();
         std::os::unix::fs::symlink(
             Path::new("../../blobs").join(blob.file_name().unwrap()),
@@ -187,28 +138,12 @@ fn a_hub_repo_id_is_resolved_from_the_hf_home_cache_offline() {
         command
             .env("HF_HOME", cache.path())
             .env_remove("HF_HUB_CACHE")
-            .args([
-                "translate",
-                "--model",
-                "facebook/nllb-tiny-fixture",
-                "--to",
-                &targets_arg(case),
-            ])
-            .args([
-                "--max-new-tokens",
-                "24",
-                "--segment",
-                "none",
-                "--format",
-                "json",
-            ]);
+            .args(["translate", "--model", "facebook/nllb-tiny-fixture", "--to", &targets_arg(case)])
+            .args(["--max-new-tokens", "24", "--segment", "none", "--format", "json"]);
         if let Some(revision) = revision {
             command.args(["--revision", revision]);
         }
-        let output = command
-            .arg(case["text"].as_str().unwrap())
-            .output()
-            .unwrap();
+        let output = command.arg(case["text"].as_str().unwrap()).output().unwrap();
         assert_matches_greedy_reference(&json_output(&output), case);
     }
 }
@@ -219,41 +154,21 @@ fn a_repo_missing_from_the_offline_cache_is_reported_with_the_cache_path() {
     let output = worker()
         .env("HF_HOME", cache.path())
         .env_remove("HF_HUB_CACHE")
-        .args([
-            "translate",
-            "--model",
-            "facebook/nllb-200-distilled-600M",
-            "--to",
-            "fra_Latn",
-            "Hello.",
-        ])
+        .args(["translate", "--model", "facebook/nllb-200-distilled-600M", "--to", "fra_Latn", "Hello."])
         .output()
         .unwrap();
-    assert_one_error_line(
-        &output,
-        &[
-            "config.json",
-            "facebook/nllb-200-distilled-600M",
-            "HF_HUB_OFFLINE",
-        ],
-    );
+    assert_one_error_line(&output, &["config.json", "facebook/nllb-200-distilled-600M", "HF_HUB_OFFLINE"]);
 }
 
 #[test]
 fn empty_text_is_refused() {
-    assert_one_error_line(
-        &translate(&fixture_dir(), "fra_Latn", "   \n", &[]),
-        &["empty"],
-    );
+    assert_one_error_line(&translate(&fixture_dir(), "fra_Latn", "   \n", &[]), &["empty"]);
 }
 
 #[test]
 fn text_over_the_length_limit_is_refused() {
     let long = "A red bicycle leans against a brick wall in the afternoon sun ".repeat(60);
-    assert_one_error_line(
-        &translate(&fixture_dir(), "fra_Latn", &long, &[]),
-        &["too long", "tokens", "at most 256"],
-    );
+    assert_one_error_line(&translate(&fixture_dir(), "fra_Latn", &long, &[]), &["too long", "tokens", "at most 256"]);
 }
 
 #[test]
@@ -264,12 +179,7 @@ fn an_unknown_language_code_suggests_the_nearest_ones() {
 
 #[test]
 fn a_missing_model_folder_is_named() {
-    let output = translate(
-        Path::new("/nonexistent/nllb-model"),
-        "fra_Latn",
-        "Hello.",
-        &[],
-    );
+    let output = translate(Path::new("/nonexistent/nllb-model"), "fra_Latn", "Hello.", &[]);
     assert_one_error_line(&output, &["/nonexistent/nllb-model", "does not exist"]);
 }
 
@@ -306,8 +216,7 @@ fn a_folder_without_weights_is_reported() {
 fn weights_that_do_not_match_the_config_are_reported_with_the_tensor() {
     let dir = copy_fixture();
     let config_path = dir.path().join("config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     config["encoder_ffn_dim"] = Value::from(config["encoder_ffn_dim"].as_u64().unwrap() * 2);
     std::fs::write(&config_path, config.to_string()).unwrap();
     let output = translate(dir.path(), "fra_Latn", "Hello.", &[]);
@@ -318,60 +227,28 @@ fn weights_that_do_not_match_the_config_are_reported_with_the_tensor() {
 fn a_config_of_another_architecture_is_refused() {
     let dir = copy_fixture();
     let config_path = dir.path().join("config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     config["model_type"] = Value::from("llama");
     std::fs::write(&config_path, config.to_string()).unwrap();
-    assert_one_error_line(
-        &translate(dir.path(), "fra_Latn", "Hello.", &[]),
-        &["llama", "not an M2M100/NLLB"],
-    );
+    assert_one_error_line(&translate(dir.path(), "fra_Latn", "Hello.", &[]), &["llama", "not an M2M100/NLLB"]);
 }
 
 #[test]
 fn long_text_is_split_into_sentences_and_rejoined_by_default() {
     let reference = reference();
-    let case = reference["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "long_multi_paragraph")
-        .unwrap();
+    let case = reference["cases"].as_array().unwrap().iter().find(|c| c["name"] == "long_multi_paragraph").unwrap();
     let text = case["text"].as_str().unwrap();
     let output = worker()
         .args(["translate", "--model"])
         .arg(fixture_dir())
-        .args([
-            "--to",
-            "fra_Latn",
-            "--max-new-tokens",
-            "8",
-            "--format",
-            "json",
-            text,
-        ])
+        .args(["--to", "fra_Latn", "--max-new-tokens", "8", "--format", "json", text])
         .output()
         .unwrap();
     let json = json_output(&output);
     let segments = json["source"]["segments"].as_array().unwrap();
-    assert!(
-        segments.len() >= 4,
-        "expected several sentences, got {}",
-        segments.len()
-    );
+    assert!(segments.len() >= 4, "expected several sentences, got {}", segments.len());
     let translation = &json["translations"][0];
-    assert_eq!(
-        translation["segments"].as_array().unwrap().len(),
-        segments.len()
-    );
+    assert_eq!(translation["segments"].as_array().unwrap().len(), segments.len());
     let paragraphs = text.split("\n\n").count();
-    assert_eq!(
-        translation["text"]
-            .as_str()
-            .unwrap()
-            .matches("\n\n")
-            .count(),
-        paragraphs - 1,
-        "paragraph breaks kept"
-    );
+    assert_eq!(translation["text"].as_str().unwrap().matches("\n\n").count(), paragraphs - 1, "paragraph breaks kept");
 }

@@ -17,12 +17,7 @@ pub enum HubError {
     #[error("{file} is missing from model {model}")]
     MissingFile { model: String, file: String },
     #[error("{file} of {repo}@{revision} is not in the Hugging Face cache at {cache} and HF_HUB_OFFLINE is set; download it once with network access, or point --model at a local folder")]
-    NotCachedOffline {
-        repo: String,
-        revision: String,
-        file: String,
-        cache: PathBuf,
-    },
+    NotCachedOffline { repo: String, revision: String, file: String, cache: PathBuf },
     #[error("cannot download {file} of {repo}@{revision} from the Hugging Face Hub: {source}")]
     Download {
         repo: String,
@@ -31,7 +26,9 @@ pub enum HubError {
         #[source]
         source: Box<hf_hub::api::sync::ApiError>,
     },
-    #[error("model {model} has no weights: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin")]
+    #[error(
+        "model {model} has no weights: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin"
+    )]
     NoWeights { model: String },
     #[error("cannot read {path}: {source}")]
     Read {
@@ -65,15 +62,11 @@ impl ModelSource {
     /// Hub repo id.
     pub fn parse(spec: &str, revision: Option<&str>) -> ModelSource {
         let path = Path::new(spec);
-        let looks_like_path =
-            spec.starts_with('.') || spec.starts_with('/') || spec.starts_with('~');
+        let looks_like_path = spec.starts_with('.') || spec.starts_with('/') || spec.starts_with('~');
         if path.exists() || looks_like_path || spec.split('/').count() > 2 {
             ModelSource::Local(path.to_path_buf())
         } else {
-            ModelSource::Hub {
-                repo: spec.to_string(),
-                revision: revision.unwrap_or("main").to_string(),
-            }
+            ModelSource::Hub { repo: spec.to_string(), revision: revision.unwrap_or("main").to_string() }
         }
     }
 }
@@ -103,11 +96,7 @@ impl ModelRepo {
                 return Err(HubError::MissingFolder { path: path.clone() });
             }
         }
-        Ok(ModelRepo {
-            source,
-            cache_dir: hub_cache_dir(),
-            offline: hub_offline(),
-        })
+        Ok(ModelRepo { source, cache_dir: hub_cache_dir(), offline: hub_offline() })
     }
 
     /// Overrides the Hub cache folder (tests, and `--hf-cache`).
@@ -127,10 +116,7 @@ impl ModelRepo {
 
     /// The local path of `file`, or `MissingFile`.
     pub fn get(&self, file: &str) -> Result<PathBuf, HubError> {
-        self.find(file)?.ok_or_else(|| HubError::MissingFile {
-            model: self.source.to_string(),
-            file: file.into(),
-        })
+        self.find(file)?.ok_or_else(|| HubError::MissingFile { model: self.source.to_string(), file: file.into() })
     }
 
     /// The local path of `file`, `None` if the model does not have it.
@@ -158,18 +144,13 @@ impl ModelRepo {
     pub fn require(&self, file: &str) -> Result<PathBuf, HubError> {
         match (&self.source, self.find(file)?) {
             (_, Some(path)) => Ok(path),
-            (ModelSource::Hub { repo, revision }, None) if self.offline => {
-                Err(HubError::NotCachedOffline {
-                    repo: repo.clone(),
-                    revision: revision.clone(),
-                    file: file.into(),
-                    cache: self.cache_dir.clone(),
-                })
-            }
-            _ => Err(HubError::MissingFile {
-                model: self.source.to_string(),
+            (ModelSource::Hub { repo, revision }, None) if self.offline => Err(HubError::NotCachedOffline {
+                repo: repo.clone(),
+                revision: revision.clone(),
                 file: file.into(),
+                cache: self.cache_dir.clone(),
             }),
+            _ => Err(HubError::MissingFile { model: self.source.to_string(), file: file.into() }),
         }
     }
 
@@ -187,27 +168,16 @@ impl ModelRepo {
         let is_commit = revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit());
         if is_commit {
             let folder = format!("models--{}", repo.replace('/', "--"));
-            let path = self
-                .cache_dir
-                .join(folder)
-                .join("snapshots")
-                .join(revision)
-                .join(file);
+            let path = self.cache_dir.join(folder).join("snapshots").join(revision).join(file);
             return path.is_file().then_some(path);
         }
         None
     }
 
-    fn download(
-        &self,
-        repo: &str,
-        revision: &str,
-        file: &str,
-    ) -> Result<Option<PathBuf>, HubError> {
+    fn download(&self, repo: &str, revision: &str, file: &str) -> Result<Option<PathBuf>, HubError> {
         let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
         let mut builder =
-            hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(self.cache_dir.clone()))
-                .with_progress(false);
+            hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(self.cache_dir.clone())).with_progress(false);
         if token.is_some() {
             builder = builder.with_token(token);
         }
@@ -221,11 +191,7 @@ impl ModelRepo {
             source: Box::new(source),
         };
         let api = builder.build().map_err(download_error)?;
-        let handle = api.repo(Repo::with_revision(
-            repo.to_string(),
-            RepoType::Model,
-            revision.to_string(),
-        ));
+        let handle = api.repo(Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string()));
         match handle.get(file) {
             Ok(path) => Ok(Some(path)),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -237,8 +203,7 @@ impl ModelRepo {
 /// A 404 means the repo does not have the file (an optional file such as `generation_config.json`).
 /// hf-hub boxes ureq's error without re-exporting its type, so the status is read from the message.
 fn is_not_found(error: &hf_hub::api::sync::ApiError) -> bool {
-    matches!(error, hf_hub::api::sync::ApiError::RequestError(_))
-        && error.to_string().contains("status code 404")
+    matches!(error, hf_hub::api::sync::ApiError::RequestError(_)) && error.to_string().contains("status code 404")
 }
 
 /// The Hub cache folder: `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
@@ -252,12 +217,7 @@ pub fn hub_cache_dir() -> PathBuf {
 /// `HF_HUB_OFFLINE=1` (or `true`/`yes`) forbids downloads, as in huggingface_hub.
 pub fn hub_offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        })
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
         .unwrap_or(false)
 }
 
@@ -275,70 +235,42 @@ impl WeightFiles {
         }
         if let Some(index) = repo.find("model.safetensors.index.json")? {
             let shards = shard_names(&index)?;
-            let paths = shards
-                .iter()
-                .map(|name| repo.require(name))
-                .collect::<Result<Vec<_>, _>>()?;
+            let paths = shards.iter().map(|name| repo.require(name)).collect::<Result<Vec<_>, _>>()?;
             return Ok(WeightFiles::Safetensors(paths));
         }
         if let Some(bin) = repo.find("pytorch_model.bin")? {
             return Ok(WeightFiles::Pytorch(bin));
         }
-        Err(HubError::NoWeights {
-            model: repo.source().to_string(),
-        })
+        Err(HubError::NoWeights { model: repo.source().to_string() })
     }
 
     /// A `VarBuilder` over these files; tensors are converted to `dtype` as they are read.
-    pub fn var_builder(
-        &self,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<VarBuilder<'static>, HubError> {
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>, HubError> {
         match self {
             WeightFiles::Safetensors(paths) => {
                 for path in paths {
                     check_safetensors_header(path)?;
                 }
                 // SAFETY: the files are memory-mapped read-only; vislingo never writes model files while serving.
-                unsafe { VarBuilder::from_mmaped_safetensors(paths, dtype, device) }.map_err(
-                    |source| HubError::Weights {
-                        path: paths[0].clone(),
-                        source,
-                    },
-                )
+                unsafe { VarBuilder::from_mmaped_safetensors(paths, dtype, device) }
+                    .map_err(|source| HubError::Weights { path: paths[0].clone(), source })
             }
-            WeightFiles::Pytorch(path) => {
-                VarBuilder::from_pth(path, dtype, device).map_err(|source| HubError::Weights {
-                    path: path.clone(),
-                    source,
-                })
-            }
+            WeightFiles::Pytorch(path) => VarBuilder::from_pth(path, dtype, device)
+                .map_err(|source| HubError::Weights { path: path.clone(), source }),
         }
     }
 }
 
 /// Shard file names listed in a `model.safetensors.index.json`, sorted and deduplicated.
 fn shard_names(index: &Path) -> Result<BTreeSet<String>, HubError> {
-    let text = std::fs::read_to_string(index).map_err(|source| HubError::Read {
+    let text = std::fs::read_to_string(index).map_err(|source| HubError::Read { path: index.into(), source })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| HubError::Json { path: index.into(), source })?;
+    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| HubError::Json {
         path: index.into(),
-        source,
+        source: serde::de::Error::custom("no `weight_map` object"),
     })?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| HubError::Json {
-        path: index.into(),
-        source,
-    })?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| HubError::Json {
-            path: index.into(),
-            source: serde::de::Error::custom("no `weight_map` object"),
-        })?;
-    Ok(map
-        .values()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect())
+    Ok(map.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
 }
 
 /// Reads a safetensors header so that a truncated or corrupt file is reported with its path before mmap.
@@ -348,31 +280,17 @@ fn check_safetensors_header(path: &Path) -> Result<(), HubError> {
         path: path.into(),
         source: candle_core::Error::Msg(format!("not a safetensors file ({why})")),
     };
-    let mut file = std::fs::File::open(path).map_err(|source| HubError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let size = file
-        .metadata()
-        .map_err(|source| HubError::Read {
-            path: path.into(),
-            source,
-        })?
-        .len();
+    let mut file = std::fs::File::open(path).map_err(|source| HubError::Read { path: path.into(), source })?;
+    let size = file.metadata().map_err(|source| HubError::Read { path: path.into(), source })?.len();
     let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes)
-        .map_err(|_| corrupt(format!("{size} bytes, too short")))?;
+    file.read_exact(&mut len_bytes).map_err(|_| corrupt(format!("{size} bytes, too short")))?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len == 0 || header_len.saturating_add(8) > size {
-        return Err(corrupt(format!(
-            "header length {header_len} but file is {size} bytes"
-        )));
+        return Err(corrupt(format!("header length {header_len} but file is {size} bytes")));
     }
     let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header)
-        .map_err(|e| corrupt(e.to_string()))?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| corrupt(format!("header: {e}")))?;
+    file.read_exact(&mut header).map_err(|e| corrupt(e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| corrupt(format!("header: {e}")))?;
     let data_end = json
         .as_object()
         .into_iter()
@@ -391,12 +309,6 @@ fn check_safetensors_header(path: &Path) -> Result<(), HubError> {
 
 /// Reads and parses a JSON file of the model (config.json, generation_config.json, ...).
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, HubError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HubError::Read {
-        path: path.into(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| HubError::Json {
-        path: path.into(),
-        source,
-    })
+    let text = std::fs::read_to_string(path).map_err(|source| HubError::Read { path: path.into(), source })?;
+    serde_json::from_str(&text).map_err(|source| HubError::Json { path: path.into(), source })
 }

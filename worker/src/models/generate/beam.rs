@@ -5,9 +5,7 @@
 
 use std::str::FromStr;
 
-use super::{
-    log_softmax_in_place, logits_rows, process_scores, DecodeSession, GenerateError, Generated,
-};
+use super::{log_softmax_in_place, logits_rows, process_scores, DecodeSession, GenerateError, Generated};
 use super::{GenerationParams, RowRequest};
 
 /// transformers' `early_stopping`: `true` stops a group once it has `num_beams` finished hypotheses,
@@ -28,9 +26,7 @@ impl FromStr for EarlyStopping {
             "true" => Ok(EarlyStopping::True),
             "false" => Ok(EarlyStopping::False),
             "never" => Ok(EarlyStopping::Never),
-            other => Err(format!(
-                "early stopping must be true, false or never, not `{other}`"
-            )),
+            other => Err(format!("early stopping must be true, false or never, not `{other}`")),
         }
     }
 }
@@ -58,30 +54,16 @@ struct Hypotheses<'a> {
 
 impl<'a> Hypotheses<'a> {
     fn new(settings: &'a BeamSettings, max_length: usize) -> Self {
-        Hypotheses {
-            settings,
-            max_length,
-            beams: Vec::new(),
-            worst_score: 1e9,
-        }
+        Hypotheses { settings, max_length, beams: Vec::new(), worst_score: 1e9 }
     }
 
     fn add(&mut self, tokens: Vec<u32>, sum_logprobs: f64, generated_len: usize, ended: bool) {
         let score = sum_logprobs / (generated_len as f64).powf(self.settings.length_penalty);
         if self.beams.len() < self.settings.num_beams || score > self.worst_score {
-            self.beams.push(Hypothesis {
-                score,
-                tokens,
-                ended,
-            });
+            self.beams.push(Hypothesis { score, tokens, ended });
             if self.beams.len() > self.settings.num_beams {
                 // sorted([(s, idx) ...]): the lowest score goes, ties broken by the lowest index.
-                let mut ranked: Vec<(f64, usize)> = self
-                    .beams
-                    .iter()
-                    .enumerate()
-                    .map(|(i, h)| (h.score, i))
-                    .collect();
+                let mut ranked: Vec<(f64, usize)> = self.beams.iter().enumerate().map(|(i, h)| (h.score, i)).collect();
                 ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 self.beams.remove(ranked[0].1);
                 self.worst_score = ranked[1].0;
@@ -91,22 +73,18 @@ impl<'a> Hypotheses<'a> {
         }
     }
 
-    fn is_done(&self, best_sum_logprobs: f64, cur_len: usize, prompt_len: usize) -> bool {
+    /// `generated` counts the tokens the running beams hold after this step (transformers' `cur_len -
+    /// decoder_prompt_len`); `max_length` counts generated tokens too.
+    fn is_done(&self, best_sum_logprobs: f64, generated: usize) -> bool {
         if self.beams.len() < self.settings.num_beams {
             return false;
         }
         let penalty = self.settings.length_penalty;
         let highest_attainable = match self.settings.early_stopping {
             EarlyStopping::True => return true,
-            EarlyStopping::False => {
-                best_sum_logprobs / ((cur_len - prompt_len) as f64).powf(penalty)
-            }
-            EarlyStopping::Never if penalty > 0.0 => {
-                best_sum_logprobs / ((self.max_length - prompt_len) as f64).powf(penalty)
-            }
-            EarlyStopping::Never => {
-                best_sum_logprobs / ((cur_len - prompt_len) as f64).powf(penalty)
-            }
+            EarlyStopping::False => best_sum_logprobs / (generated as f64).powf(penalty),
+            EarlyStopping::Never if penalty > 0.0 => best_sum_logprobs / (self.max_length as f64).powf(penalty),
+            EarlyStopping::Never => best_sum_logprobs / (generated as f64).powf(penalty),
         };
         self.worst_score >= highest_attainable
     }
@@ -130,39 +108,26 @@ pub(super) fn run(
     settings: &BeamSettings,
 ) -> Result<Vec<Generated>, GenerateError> {
     let beams = settings.num_beams;
-    let prompt_len = requests[0].prompt.len();
-    let max_length = prompt_len + params.max_new_tokens;
-    let first_eos = *params
-        .eos_token_ids
-        .first()
-        .ok_or_else(|| GenerateError::Invalid("beam search needs an end token".into()))?;
+    // transformers measures lengths from the (padded) prompt, so only generated tokens count.
+    let max_length = params.max_new_tokens;
+    let first_eos =
+        *params.eos_token_ids.first().ok_or_else(|| GenerateError::Invalid("beam search needs an end token".into()))?;
 
     // Expand every input to `beams` rows (repeat_interleave), first beam scored 0, the others -1e9.
-    let expanded: Vec<usize> = (0..requests.len())
-        .flat_map(|i| std::iter::repeat_n(i, beams))
-        .collect();
+    let expanded: Vec<usize> = (0..requests.len()).flat_map(|i| std::iter::repeat_n(i, beams)).collect();
     session.select_rows(&expanded)?;
-    let mut sequences: Vec<Vec<u32>> = expanded
-        .iter()
-        .map(|&i| requests[i].prompt.clone())
-        .collect();
-    let mut beam_scores: Vec<f32> = (0..sequences.len())
-        .map(|r| if r % beams == 0 { 0.0 } else { -1e9 })
-        .collect();
-    let mut hypotheses: Vec<Hypotheses> = requests
-        .iter()
-        .map(|_| Hypotheses::new(settings, max_length))
-        .collect();
+    let mut sequences: Vec<Vec<u32>> = expanded.iter().map(|&i| requests[i].prompt.clone()).collect();
+    let mut beam_scores: Vec<f32> = (0..sequences.len()).map(|r| if r % beams == 0 { 0.0 } else { -1e9 }).collect();
+    let mut hypotheses: Vec<Hypotheses> = requests.iter().map(|_| Hypotheses::new(settings, max_length)).collect();
     let mut done = vec![false; requests.len()];
     // Inputs whose beams the session holds, in order; each has `beams` consecutive rows.
     let mut active: Vec<usize> = (0..requests.len()).collect();
     let mut inputs: Vec<Vec<u32>> = sequences.clone();
-    let mut cur_len = prompt_len;
+    let mut step = 0;
 
     loop {
         let logits = logits_rows(&session.forward(&inputs)?)?;
         let vocab = logits.first().map_or(0, Vec::len);
-        let step = cur_len - prompt_len;
         let mut next_rows = Vec::new(); // session rows to keep, in the new order
         let mut next_sequences = Vec::new();
         let mut next_scores = Vec::new();
@@ -189,13 +154,7 @@ pub(super) fn run(
                     if rank >= beams {
                         continue;
                     }
-                    let generated_len = cur_len + 1 - prompt_len;
-                    hypotheses[input].add(
-                        sequences[row].clone(),
-                        flat[index] as f64,
-                        generated_len,
-                        true,
-                    );
+                    hypotheses[input].add(sequences[row].clone(), flat[index] as f64, step + 1, true);
                 } else {
                     chosen.push((row, token, flat[index]));
                     if chosen.len() == beams {
@@ -209,8 +168,7 @@ pub(super) fn run(
                 )));
             }
             let best_candidate = flat[candidates[0]] as f64;
-            done[input] =
-                done[input] || hypotheses[input].is_done(best_candidate, cur_len + 1, prompt_len);
+            done[input] = done[input] || hypotheses[input].is_done(best_candidate, step + 1);
             if done[input] {
                 continue;
             }
@@ -224,13 +182,13 @@ pub(super) fn run(
             }
         }
 
-        cur_len += 1;
-        if still_active.is_empty() || cur_len >= max_length {
+        step += 1;
+        if still_active.is_empty() || step >= max_length {
             // Unfinished beams of inputs not done join their hypotheses (BeamSearchScorer.finalize).
             for (slot, &input) in still_active.iter().enumerate() {
                 for beam in 0..beams {
                     let i = slot * beams + beam;
-                    let generated_len = next_sequences[i].len() - prompt_len;
+                    let generated_len = next_sequences[i].len() - requests[input].prompt.len();
                     let tokens = std::mem::take(&mut next_sequences[i]);
                     hypotheses[input].add(tokens, next_scores[i] as f64, generated_len, false);
                 }
@@ -238,10 +196,7 @@ pub(super) fn run(
             break;
         }
         session.select_rows(&next_rows)?;
-        inputs = next_sequences
-            .iter()
-            .map(|s| vec![*s.last().expect("non-empty")])
-            .collect();
+        inputs = next_sequences.iter().map(|s| vec![*s.last().expect("non-empty")]).collect();
         sequences = next_sequences;
         beam_scores = next_scores;
         active = still_active;
@@ -249,17 +204,14 @@ pub(super) fn run(
 
     Ok(hypotheses
         .into_iter()
-        .map(|h| {
+        .zip(requests)
+        .map(|(h, request)| {
             let best = h.best();
             let mut tokens = best.tokens;
             if best.ended {
                 tokens.push(first_eos);
             }
-            Generated {
-                tokens,
-                prompt_len,
-                finished: best.ended,
-            }
+            Generated { tokens, prompt_len: request.prompt.len(), finished: best.ended }
         })
         .collect())
 }
@@ -288,11 +240,7 @@ mod tests {
 
     #[test]
     fn hypotheses_keep_the_best_num_beams() {
-        let settings = BeamSettings {
-            num_beams: 2,
-            length_penalty: 1.0,
-            early_stopping: EarlyStopping::False,
-        };
+        let settings = BeamSettings { num_beams: 2, length_penalty: 1.0, early_stopping: EarlyStopping::False };
         let mut h = Hypotheses::new(&settings, 10);
         h.add(vec![1], -3.0, 1, true);
         h.add(vec![2], -1.0, 1, true);

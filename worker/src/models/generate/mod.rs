@@ -16,8 +16,8 @@ pub use beam::EarlyStopping;
 pub trait DecodeSession {
     /// Number of sequences currently held.
     fn rows(&self) -> usize;
-    /// Feeds one new token per row (the first call feeds the whole prompt of each row, all of equal length) and
-    /// returns the logits of the last position, shape `(rows, vocab)`.
+    /// Feeds one new token per row and returns the logits of each row's last position, shape `(rows, vocab)`.
+    /// The first call feeds each row's whole prompt; prompts may differ in length (the session pads them).
     fn forward(&mut self, new_tokens: &[Vec<u32>]) -> candle_core::Result<Tensor>;
     /// Keeps only these rows, in this order (a row may repeat: beams are forked this way).
     fn select_rows(&mut self, rows: &[usize]) -> candle_core::Result<()>;
@@ -27,16 +27,8 @@ pub trait DecodeSession {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Strategy {
     Greedy,
-    Beam {
-        num_beams: usize,
-        length_penalty: f64,
-        early_stopping: EarlyStopping,
-    },
-    Sample {
-        temperature: f64,
-        top_p: f64,
-        seed: u64,
-    },
+    Beam { num_beams: usize, length_penalty: f64, early_stopping: EarlyStopping },
+    Sample { temperature: f64, top_p: f64, seed: u64 },
 }
 
 /// What every strategy shares.
@@ -99,24 +91,12 @@ pub fn generate(
     }
     match &params.strategy {
         Strategy::Greedy => sampling::run(session, requests, params, None),
-        Strategy::Sample {
-            temperature,
-            top_p,
-            seed,
-        } => {
-            let sampler = sampling::Sampler {
-                temperature: *temperature,
-                top_p: *top_p,
-                seed: *seed,
-            };
+        Strategy::Sample { temperature, top_p, seed } => {
+            let sampler = sampling::Sampler { temperature: *temperature, top_p: *top_p, seed: *seed };
             sampling::run(session, requests, params, Some(sampler))
         }
         Strategy::Beam { num_beams: 1, .. } => sampling::run(session, requests, params, None),
-        Strategy::Beam {
-            num_beams,
-            length_penalty,
-            early_stopping,
-        } => {
+        Strategy::Beam { num_beams, length_penalty, early_stopping } => {
             let settings = beam::BeamSettings {
                 num_beams: *num_beams,
                 length_penalty: *length_penalty,
@@ -134,35 +114,20 @@ fn validate(
 ) -> Result<(), GenerateError> {
     let invalid = |m: String| Err(GenerateError::Invalid(m));
     if session.rows() != requests.len() {
-        return invalid(format!(
-            "session holds {} rows for {} requests",
-            session.rows(),
-            requests.len()
-        ));
+        return invalid(format!("session holds {} rows for {} requests", session.rows(), requests.len()));
     }
-    if let Some(first) = requests.first() {
-        if first.prompt.is_empty()
-            || requests
-                .iter()
-                .any(|r| r.prompt.len() != first.prompt.len())
-        {
-            return invalid("prompts must be non-empty and of equal length".into());
-        }
+    if requests.iter().any(|r| r.prompt.is_empty()) {
+        return invalid("every prompt needs at least one token".into());
     }
     if params.max_new_tokens == 0 {
         return invalid("max_new_tokens must be at least 1".into());
     }
     if params.repetition_penalty <= 0.0 || !params.repetition_penalty.is_finite() {
-        return invalid(format!(
-            "repetition_penalty must be > 0, got {}",
-            params.repetition_penalty
-        ));
+        return invalid(format!("repetition_penalty must be > 0, got {}", params.repetition_penalty));
     }
     match &params.strategy {
         Strategy::Beam { num_beams: 0, .. } => invalid("num_beams must be at least 1".into()),
-        Strategy::Sample {
-            temperature, top_p, ..
-        } if !(*temperature > 0.0 && temperature.is_finite()) => {
+        Strategy::Sample { temperature, top_p, .. } if !(*temperature > 0.0 && temperature.is_finite()) => {
             let _ = top_p;
             invalid(format!("temperature must be > 0, got {temperature}"))
         }
@@ -190,11 +155,7 @@ fn process_scores(
         seen.dedup();
         for &id in &seen {
             if let Some(s) = scores.get_mut(id as usize) {
-                *s = if *s < 0.0 {
-                    *s * params.repetition_penalty
-                } else {
-                    *s / params.repetition_penalty
-                };
+                *s = if *s < 0.0 { *s * params.repetition_penalty } else { *s / params.repetition_penalty };
             }
         }
     }

@@ -5,8 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    argmax, logits_rows, process_scores, DecodeSession, GenerateError, Generated, GenerationParams,
-    RowRequest,
+    argmax, logits_rows, process_scores, DecodeSession, GenerateError, Generated, GenerationParams, RowRequest,
 };
 
 /// Sampling settings; `None` in `run` means greedy.
@@ -51,10 +50,7 @@ fn apply_top_p(scores: &mut [f32], top_p: f64) {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
     let max = scores[*order.last().expect("non-empty vocabulary")];
-    let exps: Vec<f64> = order
-        .iter()
-        .map(|&i| ((scores[i] - max) as f64).exp())
-        .collect();
+    let exps: Vec<f64> = order.iter().map(|&i| ((scores[i] - max) as f64).exp()).collect();
     let total: f64 = exps.iter().sum();
     let mut cumulative = 0.0;
     let last = order.len() - 1;
@@ -75,10 +71,7 @@ pub(super) fn run(
     let mut sequences: Vec<Vec<u32>> = requests.iter().map(|r| r.prompt.clone()).collect();
     let mut finished = vec![false; requests.len()];
     // Each row gets its own stream from the same seed, so a row's sample does not depend on its batch.
-    let mut rngs: Vec<StdRng> = requests
-        .iter()
-        .map(|_| StdRng::seed_from_u64(sampler.map_or(0, |s| s.seed)))
-        .collect();
+    let mut rngs: Vec<StdRng> = requests.iter().map(|_| StdRng::seed_from_u64(sampler.map_or(0, |s| s.seed))).collect();
     // Request index of each row the session holds.
     let mut active: Vec<usize> = (0..requests.len()).collect();
     let mut inputs: Vec<Vec<u32>> = sequences.clone();
@@ -87,13 +80,7 @@ pub(super) fn run(
         let logits = logits_rows(&session.forward(&inputs)?)?;
         let mut keep = Vec::with_capacity(active.len());
         for (row, (mut scores, &request)) in logits.into_iter().zip(&active).enumerate() {
-            process_scores(
-                &mut scores,
-                &sequences[request],
-                step,
-                &requests[request],
-                params,
-            );
+            process_scores(&mut scores, &sequences[request], step, &requests[request], params);
             let token = match &sampler {
                 None => argmax(&scores),
                 Some(sampler) => sampler.sample(&mut scores, &mut rngs[request]),
@@ -112,21 +99,14 @@ pub(super) fn run(
             session.select_rows(&keep)?;
             active = keep.iter().map(|&row| active[row]).collect();
         }
-        inputs = active
-            .iter()
-            .map(|&request| vec![*sequences[request].last().expect("non-empty")])
-            .collect();
+        inputs = active.iter().map(|&request| vec![*sequences[request].last().expect("non-empty")]).collect();
     }
 
     Ok(sequences
         .into_iter()
         .zip(requests)
         .zip(finished)
-        .map(|((tokens, request), finished)| Generated {
-            tokens,
-            prompt_len: request.prompt.len(),
-            finished,
-        })
+        .map(|((tokens, request), finished)| Generated { tokens, prompt_len: request.prompt.len(), finished })
         .collect())
 }
 

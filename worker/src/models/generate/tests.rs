@@ -16,10 +16,7 @@ struct ToySession {
 
 impl ToySession {
     fn new(rows: usize, eos_bias: f32) -> Self {
-        ToySession {
-            histories: vec![Vec::new(); rows],
-            eos_bias,
-        }
+        ToySession { histories: vec![Vec::new(); rows], eos_bias }
     }
 
     fn logits_of(&self, history: &[u32]) -> Vec<f32> {
@@ -49,11 +46,7 @@ impl DecodeSession for ToySession {
         self.histories.len()
     }
     fn forward(&mut self, new_tokens: &[Vec<u32>]) -> candle_core::Result<Tensor> {
-        assert_eq!(
-            new_tokens.len(),
-            self.histories.len(),
-            "one input per held row"
-        );
+        assert_eq!(new_tokens.len(), self.histories.len(), "one input per held row");
         let mut data = Vec::new();
         for (history, new) in self.histories.iter_mut().zip(new_tokens) {
             history.extend(new);
@@ -81,22 +74,10 @@ fn params(strategy: Strategy) -> GenerationParams {
 
 fn requests() -> Vec<RowRequest> {
     vec![
-        RowRequest {
-            prompt: vec![2],
-            forced: vec![5],
-        },
-        RowRequest {
-            prompt: vec![2],
-            forced: vec![6],
-        },
-        RowRequest {
-            prompt: vec![2],
-            forced: vec![],
-        },
-        RowRequest {
-            prompt: vec![2],
-            forced: vec![4],
-        },
+        RowRequest { prompt: vec![2], forced: vec![5] },
+        RowRequest { prompt: vec![2], forced: vec![6] },
+        RowRequest { prompt: vec![2], forced: vec![] },
+        RowRequest { prompt: vec![2], forced: vec![4] },
     ]
 }
 
@@ -108,26 +89,10 @@ fn run(requests: &[RowRequest], p: &GenerationParams, eos_bias: f32) -> Vec<Gene
 fn strategies() -> Vec<Strategy> {
     vec![
         Strategy::Greedy,
-        Strategy::Beam {
-            num_beams: 3,
-            length_penalty: 1.0,
-            early_stopping: EarlyStopping::False,
-        },
-        Strategy::Beam {
-            num_beams: 2,
-            length_penalty: 0.5,
-            early_stopping: EarlyStopping::True,
-        },
-        Strategy::Beam {
-            num_beams: 4,
-            length_penalty: 2.0,
-            early_stopping: EarlyStopping::Never,
-        },
-        Strategy::Sample {
-            temperature: 0.8,
-            top_p: 0.9,
-            seed: 7,
-        },
+        Strategy::Beam { num_beams: 3, length_penalty: 1.0, early_stopping: EarlyStopping::False },
+        Strategy::Beam { num_beams: 2, length_penalty: 0.5, early_stopping: EarlyStopping::True },
+        Strategy::Beam { num_beams: 4, length_penalty: 2.0, early_stopping: EarlyStopping::Never },
+        Strategy::Sample { temperature: 0.8, top_p: 0.9, seed: 7 },
     ]
 }
 
@@ -156,10 +121,7 @@ fn forced_tokens_come_first_and_sequences_end_at_eos_or_the_limit() {
             let new = generated.new_tokens();
             assert!(new.len() <= p.max_new_tokens);
             assert_eq!(generated.finished, new.last() == Some(&EOS), "{strategy:?}");
-            assert!(
-                !new[..new.len() - 1].contains(&EOS),
-                "{strategy:?}: end token mid-sequence"
-            );
+            assert!(!new[..new.len() - 1].contains(&EOS), "{strategy:?}: end token mid-sequence");
             if !generated.finished {
                 assert_eq!(new.len(), p.max_new_tokens);
             }
@@ -171,10 +133,7 @@ fn forced_tokens_come_first_and_sequences_end_at_eos_or_the_limit() {
 fn min_new_tokens_delays_the_end_token() {
     let mut p = params(Strategy::Greedy);
     let eager = run(&requests(), &p, 5.0);
-    assert!(
-        eager.iter().any(|g| g.finished && g.new_tokens().len() < 4),
-        "the toy model must end early"
-    );
+    assert!(eager.iter().any(|g| g.finished && g.new_tokens().len() < 4), "the toy model must end early");
     p.min_new_tokens = 6;
     for g in run(&requests(), &p, 5.0) {
         assert!(g.new_tokens().len() >= 6 || !g.finished);
@@ -185,10 +144,7 @@ fn min_new_tokens_delays_the_end_token() {
 #[test]
 fn greedy_picks_the_argmax_of_processed_logits() {
     let p = params(Strategy::Greedy);
-    let request = RowRequest {
-        prompt: vec![2],
-        forced: vec![],
-    };
+    let request = RowRequest { prompt: vec![2], forced: vec![] };
     let out = run(std::slice::from_ref(&request), &p, 0.0);
     let toy = ToySession::new(1, 0.0);
     let mut history = vec![2];
@@ -204,11 +160,7 @@ fn one_beam_is_greedy() {
     let greedy = run(&requests(), &params(Strategy::Greedy), 0.15);
     let beam1 = run(
         &requests(),
-        &params(Strategy::Beam {
-            num_beams: 1,
-            length_penalty: 1.0,
-            early_stopping: EarlyStopping::False,
-        }),
+        &params(Strategy::Beam { num_beams: 1, length_penalty: 1.0, early_stopping: EarlyStopping::False }),
         0.15,
     );
     assert_eq!(greedy, beam1);
@@ -216,33 +168,17 @@ fn one_beam_is_greedy() {
 
 #[test]
 fn sampling_is_reproducible_with_a_seed_and_varies_across_seeds() {
-    let sample = |seed| {
-        run(
-            &requests(),
-            &params(Strategy::Sample {
-                temperature: 1.5,
-                top_p: 1.0,
-                seed,
-            }),
-            0.0,
-        )
-    };
+    let sample = |seed| run(&requests(), &params(Strategy::Sample { temperature: 1.5, top_p: 1.0, seed }), 0.0);
     assert_eq!(sample(1), sample(1));
     let differs = (2..10).any(|seed| sample(seed) != sample(1));
-    assert!(
-        differs,
-        "different seeds should give some different samples"
-    );
+    assert!(differs, "different seeds should give some different samples");
 }
 
 #[test]
 fn repetition_penalty_discourages_repeats() {
     let mut p = params(Strategy::Greedy);
     p.max_new_tokens = 30;
-    let request = RowRequest {
-        prompt: vec![2],
-        forced: vec![],
-    };
+    let request = RowRequest { prompt: vec![2], forced: vec![] };
     let distinct = |g: &Generated| {
         let mut t = g.new_tokens().to_vec();
         t.sort();
@@ -259,23 +195,10 @@ fn repetition_penalty_discourages_repeats() {
 #[test]
 fn invalid_settings_are_refused() {
     let mut session = ToySession::new(1, 0.0);
-    let request = [RowRequest {
-        prompt: vec![2],
-        forced: vec![],
-    }];
-    let mut p = params(Strategy::Sample {
-        temperature: 0.0,
-        top_p: 0.9,
-        seed: 1,
-    });
-    assert!(matches!(
-        generate(&mut session, &request, &p),
-        Err(GenerateError::Invalid(_))
-    ));
+    let request = [RowRequest { prompt: vec![2], forced: vec![] }];
+    let mut p = params(Strategy::Sample { temperature: 0.0, top_p: 0.9, seed: 1 });
+    assert!(matches!(generate(&mut session, &request, &p), Err(GenerateError::Invalid(_))));
     p.strategy = Strategy::Greedy;
     p.max_new_tokens = 0;
-    assert!(matches!(
-        generate(&mut session, &request, &p),
-        Err(GenerateError::Invalid(_))
-    ));
+    assert!(matches!(generate(&mut session, &request, &p), Err(GenerateError::Invalid(_))));
 }

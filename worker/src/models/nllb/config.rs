@@ -115,11 +115,7 @@ impl GenerationDefaults {
 
 impl Default for GenerationDefaults {
     fn default() -> Self {
-        GenerationDefaults {
-            max_length: 200,
-            num_beams: None,
-            length_penalty: None,
-        }
+        GenerationDefaults { max_length: 200, num_beams: None, length_penalty: None }
     }
 }
 
@@ -127,33 +123,18 @@ impl M2M100Config {
     /// Checks what the forward pass relies on, so that a wrong config fails at load, not mid-batch.
     pub fn validate(&self) -> Result<(), String> {
         if !matches!(self.model_type.as_str(), "m2m_100" | "nllb" | "nllb-moe") {
-            return Err(format!(
-                "model_type `{}` is not an M2M100/NLLB model",
-                self.model_type
-            ));
+            return Err(format!("model_type `{}` is not an M2M100/NLLB model", self.model_type));
         }
         if self.model_type == "nllb-moe" {
-            return Err(
-                "NLLB-MoE (mixture of experts) checkpoints are not supported; use a dense NLLB-200"
-                    .into(),
-            );
+            return Err("NLLB-MoE (mixture of experts) checkpoints are not supported; use a dense NLLB-200".into());
         }
-        for (what, heads) in [
-            ("encoder", self.encoder_attention_heads),
-            ("decoder", self.decoder_attention_heads),
-        ] {
+        for (what, heads) in [("encoder", self.encoder_attention_heads), ("decoder", self.decoder_attention_heads)] {
             if heads == 0 || self.d_model % heads != 0 {
-                return Err(format!(
-                    "d_model {} is not divisible by {what}_attention_heads {heads}",
-                    self.d_model
-                ));
+                return Err(format!("d_model {} is not divisible by {what}_attention_heads {heads}", self.d_model));
             }
         }
         if self.d_model < 4 {
-            return Err(format!(
-                "d_model {} is too small for sinusoidal positions",
-                self.d_model
-            ));
+            return Err(format!("d_model {} is too small for sinusoidal positions", self.d_model));
         }
         Ok(())
     }

@@ -11,9 +11,7 @@ use candle_core::{DType, Device};
 use serde::Serialize;
 use vislingo_proto::Lang;
 
-use crate::models::generate::{
-    self, DecodeSession, EarlyStopping, GenerationParams, RowRequest, Strategy,
-};
+use crate::models::generate::{self, DecodeSession, EarlyStopping, GenerationParams, RowRequest, Strategy};
 use crate::models::hub::{read_json, HubError, ModelRepo, WeightFiles};
 pub use config::{GenerationDefaults, M2M100Config};
 pub use model::M2M100;
@@ -37,12 +35,7 @@ pub enum TranslateError {
     #[error("nothing to translate: text {index} is empty")]
     EmptyText { index: usize },
     #[error("text {index} is too long to translate: {what} has {tokens} tokens and the model takes at most {limit}; split it into sentences (--segment sentences) or shorten it")]
-    TooLong {
-        index: usize,
-        what: String,
-        tokens: usize,
-        limit: usize,
-    },
+    TooLong { index: usize, what: String, tokens: usize, limit: usize },
     #[error("invalid translation settings: {0}")]
     Settings(String),
     #[error("translation failed: {0}")]
@@ -150,40 +143,23 @@ pub struct Translator {
 impl Translator {
     /// Loads config.json, the weights (safetensors, sharded safetensors or pytorch_model.bin), tokenizer.json and
     /// the optional generation_config.json / tokenizer_config.json of `repo`.
-    pub fn load(
-        repo: &ModelRepo,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Translator, TranslateError> {
+    pub fn load(repo: &ModelRepo, dtype: DType, device: &Device) -> Result<Translator, TranslateError> {
         let name = repo.source().to_string();
         let config_path = repo.require("config.json")?;
         let config: M2M100Config = read_json(&config_path)?;
-        config.validate().map_err(|reason| TranslateError::Config {
-            model: name.clone(),
-            reason,
-        })?;
+        config.validate().map_err(|reason| TranslateError::Config { model: name.clone(), reason })?;
         let defaults = match repo.find("generation_config.json")? {
             Some(path) => read_json(&path)?,
             None => GenerationDefaults::default(),
         };
         let tokenizer_config = repo.find("tokenizer_config.json")?;
-        let tokenizer = NllbTokenizer::from_files(
-            &repo.require("tokenizer.json")?,
-            tokenizer_config.as_deref(),
-        )?;
+        let tokenizer = NllbTokenizer::from_files(&repo.require("tokenizer.json")?, tokenizer_config.as_deref())?;
         let weights = WeightFiles::locate(repo)?;
         let vb = weights.var_builder(dtype, device)?;
-        let model = M2M100::new(&config, vb).map_err(|source| TranslateError::Weights {
-            model: name.clone(),
-            source,
-        })?;
+        let model =
+            M2M100::new(&config, vb).map_err(|source| TranslateError::Weights { model: name.clone(), source })?;
         tracing::info!(model = %name, ?dtype, layers = config.encoder_layers + config.decoder_layers, "translator loaded");
-        Ok(Translator {
-            model,
-            tokenizer,
-            defaults,
-            name,
-        })
+        Ok(Translator { model, tokenizer, defaults, name })
     }
 
     pub fn model(&self) -> &M2M100 {
@@ -206,14 +182,7 @@ impl Translator {
         targets: &[Lang],
         options: &TranslateOptions,
     ) -> Result<Translated, TranslateError> {
-        let mut out = self.translate_many(
-            &[TranslationJob {
-                text,
-                source,
-                targets,
-            }],
-            options,
-        )?;
+        let mut out = self.translate_many(&[TranslationJob { text, source, targets }], options)?;
         Ok(out.remove(0))
     }
 
@@ -246,25 +215,14 @@ impl Translator {
                 let ids = self.tokenizer.encode(piece, job.source)?;
                 let limit = self.model.max_positions();
                 if ids.len() > limit {
-                    let what = if segmented.pieces().len() == 1 {
-                        "the text".into()
-                    } else {
-                        format!("sentence {}", n + 1)
-                    };
-                    return Err(TranslateError::TooLong {
-                        index,
-                        what,
-                        tokens: ids.len(),
-                        limit,
-                    });
+                    let what =
+                        if segmented.pieces().len() == 1 { "the text".into() } else { format!("sentence {}", n + 1) };
+                    return Err(TranslateError::TooLong { index, what, tokens: ids.len(), limit });
                 }
                 segment_ids.push(ids);
             }
-            let target_ids = job
-                .targets
-                .iter()
-                .map(|&lang| self.tokenizer.lang_id(lang))
-                .collect::<Result<Vec<_>, _>>()?;
+            let target_ids =
+                job.targets.iter().map(|&lang| self.tokenizer.lang_id(lang)).collect::<Result<Vec<_>, _>>()?;
             prepared.push((segmented, first_segment, target_ids));
         }
 
@@ -287,13 +245,7 @@ impl Translator {
         for &segment in &order {
             let rows = rows_of_segment[segment].len() * beams;
             if !chunk.is_empty() && chunk_rows + rows > options.max_batch_rows {
-                self.decode_chunk(
-                    &chunk,
-                    &segment_ids,
-                    &rows_of_segment,
-                    &params,
-                    &mut generated,
-                )?;
+                self.decode_chunk(&chunk, &segment_ids, &rows_of_segment, &params, &mut generated)?;
                 chunk.clear();
                 chunk_rows = 0;
             }
@@ -301,13 +253,7 @@ impl Translator {
             chunk_rows += rows;
         }
         if !chunk.is_empty() {
-            self.decode_chunk(
-                &chunk,
-                &segment_ids,
-                &rows_of_segment,
-                &params,
-                &mut generated,
-            )?;
+            self.decode_chunk(&chunk, &segment_ids, &rows_of_segment, &params, &mut generated)?;
         }
 
         // Reassemble per text and language.
@@ -324,10 +270,7 @@ impl Translator {
             for (&lang, &lang_id) in job.targets.iter().zip(&target_ids) {
                 let mut segments = Vec::with_capacity(count);
                 for n in 0..count {
-                    let token_ids = generated
-                        .get(&(first_segment + n, lang_id))
-                        .cloned()
-                        .unwrap_or_default();
+                    let token_ids = generated.get(&(first_segment + n, lang_id)).cloned().unwrap_or_default();
                     let text = self.tokenizer.decode(&token_ids)?;
                     segments.push(TargetSegment { text, token_ids });
                 }
@@ -335,10 +278,7 @@ impl Translator {
                 translations.push(TargetText {
                     lang,
                     text: segmented.join(&texts)?,
-                    token_ids: segments
-                        .iter()
-                        .flat_map(|s| s.token_ids.iter().copied())
-                        .collect(),
+                    token_ids: segments.iter().flat_map(|s| s.token_ids.iter().copied()).collect(),
                     segments,
                 });
             }
@@ -346,10 +286,7 @@ impl Translator {
                 source: SourceText {
                     lang: job.source,
                     text: job.text.to_string(),
-                    input_ids: source_segments
-                        .iter()
-                        .flat_map(|s| s.input_ids.iter().copied())
-                        .collect(),
+                    input_ids: source_segments.iter().flat_map(|s| s.input_ids.iter().copied()).collect(),
                     segments: source_segments,
                 },
                 translations,
@@ -380,13 +317,8 @@ impl Translator {
         }
         session.select_rows(&expand)?;
         let start = self.model.config().decoder_start_token_id;
-        let requests: Vec<RowRequest> = rows
-            .iter()
-            .map(|&(_, lang_id)| RowRequest {
-                prompt: vec![start],
-                forced: vec![lang_id],
-            })
-            .collect();
+        let requests: Vec<RowRequest> =
+            rows.iter().map(|&(_, lang_id)| RowRequest { prompt: vec![start], forced: vec![lang_id] }).collect();
         let outputs = generate::generate(&mut session, &requests, params)?;
         for (row, output) in rows.into_iter().zip(outputs) {
             generated.insert(row, output.tokens);
@@ -394,10 +326,7 @@ impl Translator {
         Ok(())
     }
 
-    fn generation_params(
-        &self,
-        options: &TranslateOptions,
-    ) -> Result<GenerationParams, TranslateError> {
+    fn generation_params(&self, options: &TranslateOptions) -> Result<GenerationParams, TranslateError> {
         let config = self.model.config();
         // Positions cover the decoder start token plus the generated ones.
         let position_limit = self.model.max_positions().saturating_sub(1);
@@ -408,46 +337,22 @@ impl Translator {
                 )))
             }
             Some(n) => n,
-            None => self
-                .defaults
-                .max_length
-                .saturating_sub(1)
-                .clamp(1, position_limit.max(1)),
+            None => self.defaults.max_length.saturating_sub(1).clamp(1, position_limit.max(1)),
         };
         let beams = options.beams.or(self.defaults.num_beams).unwrap_or(1);
         if beams == 0 {
             return Err(TranslateError::Settings("beams must be at least 1".into()));
         }
         if options.max_batch_rows == 0 {
-            return Err(TranslateError::Settings(
-                "max_batch_rows must be at least 1".into(),
-            ));
+            return Err(TranslateError::Settings("max_batch_rows must be at least 1".into()));
         }
         let strategy = match (options.sampling, beams) {
-            (
-                Some(Sampling {
-                    temperature,
-                    top_p,
-                    seed,
-                }),
-                1,
-            ) => Strategy::Sample {
-                temperature,
-                top_p,
-                seed,
-            },
-            (Some(_), _) => {
-                return Err(TranslateError::Settings(
-                    "sampling with beams > 1 is not supported".into(),
-                ))
-            }
+            (Some(Sampling { temperature, top_p, seed }), 1) => Strategy::Sample { temperature, top_p, seed },
+            (Some(_), _) => return Err(TranslateError::Settings("sampling with beams > 1 is not supported".into())),
             (None, 1) => Strategy::Greedy,
             (None, num_beams) => Strategy::Beam {
                 num_beams,
-                length_penalty: options
-                    .length_penalty
-                    .or(self.defaults.length_penalty)
-                    .unwrap_or(1.0),
+                length_penalty: options.length_penalty.or(self.defaults.length_penalty).unwrap_or(1.0),
                 early_stopping: options.early_stopping,
             },
         };

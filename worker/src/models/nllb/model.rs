@@ -43,27 +43,16 @@ impl Attention {
     /// `(batch, seq, d_model)` -> `(batch, heads, seq, head_dim)`.
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (batch, seq, _) = x.dims3()?;
-        x.reshape((batch, seq, self.num_heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
+        x.reshape((batch, seq, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous()
     }
 
     fn keys_values(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((
-            self.split_heads(&self.k_proj.forward(x)?)?,
-            self.split_heads(&self.v_proj.forward(x)?)?,
-        ))
+        Ok((self.split_heads(&self.k_proj.forward(x)?)?, self.split_heads(&self.v_proj.forward(x)?)?))
     }
 
     /// Attends queries from `x` to `keys`/`values`; `mask` is additive and broadcasts to
     /// `(batch, heads, queries, keys)`.
-    fn attend(
-        &self,
-        x: &Tensor,
-        keys: &Tensor,
-        values: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    fn attend(&self, x: &Tensor, keys: &Tensor, values: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (batch, seq, d_model) = x.dims3()?;
         // query_states = self.q_proj(hidden_states) * self.scaling
         let queries = self.split_heads(&(self.q_proj.forward(x)? * self.scaling)?)?;
@@ -72,10 +61,7 @@ impl Attention {
             scores = scores.broadcast_add(mask)?;
         }
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = weights
-            .matmul(values)?
-            .transpose(1, 2)?
-            .reshape((batch, seq, d_model))?;
+        let context = weights.matmul(values)?.transpose(1, 2)?.reshape((batch, seq, d_model))?;
         self.out_proj.forward(&context)
     }
 }
@@ -88,12 +74,7 @@ struct FeedForward {
 }
 
 impl FeedForward {
-    fn new(
-        d_model: usize,
-        ffn_dim: usize,
-        activation: Activation,
-        vb: &VarBuilder,
-    ) -> Result<Self> {
+    fn new(d_model: usize, ffn_dim: usize, activation: Activation, vb: &VarBuilder) -> Result<Self> {
         Ok(FeedForward {
             fc1: linear(d_model, ffn_dim, vb.pp("fc1"))?,
             fc2: linear(ffn_dim, d_model, vb.pp("fc2"))?,
@@ -136,10 +117,7 @@ impl EncoderLayer {
         let normed = self.self_attn_layer_norm.forward(x)?;
         let (keys, values) = self.self_attn.keys_values(&normed)?;
         let x = (x + self.self_attn.attend(&normed, &keys, &values, Some(mask))?)?;
-        let x = (&x
-            + self
-                .feed_forward
-                .forward(&self.final_layer_norm.forward(&x)?)?)?;
+        let x = (&x + self.feed_forward.forward(&self.final_layer_norm.forward(&x)?)?)?;
         clamp_f16_overflow(x)
     }
 }
@@ -149,12 +127,7 @@ fn clamp_f16_overflow(x: Tensor) -> Result<Tensor> {
     if x.dtype() != DType::F16 {
         return Ok(x);
     }
-    let largest = x
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_dtype(DType::F32)?
-        .to_scalar::<f32>()?;
+    let largest = x.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
     if largest.is_finite() {
         return Ok(x);
     }
@@ -180,11 +153,7 @@ impl DecoderLayer {
             self_attn: Attention::new(d, cfg.decoder_attention_heads, vb.pp("self_attn"))?,
             self_attn_layer_norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("self_attn_layer_norm"))?,
             encoder_attn: Attention::new(d, cfg.decoder_attention_heads, vb.pp("encoder_attn"))?,
-            encoder_attn_layer_norm: layer_norm(
-                d,
-                LAYER_NORM_EPS,
-                vb.pp("encoder_attn_layer_norm"),
-            )?,
+            encoder_attn_layer_norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("encoder_attn_layer_norm"))?,
             feed_forward: FeedForward::new(d, cfg.decoder_ffn_dim, cfg.activation_function, &vb)?,
             final_layer_norm: layer_norm(d, LAYER_NORM_EPS, vb.pp("final_layer_norm"))?,
         })
@@ -200,28 +169,18 @@ impl DecoderLayer {
         let normed = self.self_attn_layer_norm.forward(x)?;
         let (new_keys, new_values) = self.self_attn.keys_values(&normed)?;
         let (keys, values) = match cache.self_kv.take() {
-            Some((keys, values)) => (
-                Tensor::cat(&[&keys, &new_keys], 2)?,
-                Tensor::cat(&[&values, &new_values], 2)?,
-            ),
+            Some((keys, values)) => (Tensor::cat(&[&keys, &new_keys], 2)?, Tensor::cat(&[&values, &new_values], 2)?),
             None => (new_keys, new_values),
         };
-        let attended = self
-            .self_attn
-            .attend(&normed, &keys, &values, causal_mask)?;
+        let attended = self.self_attn.attend(&normed, &keys, &values, causal_mask)?;
         cache.self_kv = Some((keys, values));
         let x = (x + attended)?;
 
         let normed = self.encoder_attn_layer_norm.forward(&x)?;
         let (cross_keys, cross_values) = &cache.cross_kv;
-        let x = (&x
-            + self
-                .encoder_attn
-                .attend(&normed, cross_keys, cross_values, Some(encoder_mask))?)?;
+        let x = (&x + self.encoder_attn.attend(&normed, cross_keys, cross_values, Some(encoder_mask))?)?;
 
-        &x + self
-            .feed_forward
-            .forward(&self.final_layer_norm.forward(&x)?)?
+        &x + self.feed_forward.forward(&self.final_layer_norm.forward(&x)?)?
     }
 }
 
@@ -271,8 +230,7 @@ impl M2M100 {
             .find(|name| model.contains_tensor(&format!("{name}.weight")))
             .unwrap_or("shared");
         let embedding_weight = model.pp(shared).get((config.vocab_size, d), "weight")?;
-        let lm_head_weight = if config.tie_word_embeddings || !vb.contains_tensor("lm_head.weight")
-        {
+        let lm_head_weight = if config.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
             embedding_weight.clone()
         } else {
             vb.pp("lm_head").get((config.vocab_size, d), "weight")?
@@ -285,21 +243,13 @@ impl M2M100 {
         let decoder_layers = (0..config.decoder_layers)
             .map(|i| DecoderLayer::new(config, decoder.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
-        let positions = sinusoidal_positions(
-            config.max_position_embeddings + POSITION_OFFSET,
-            d,
-            config.pad_token_id,
-        )?
-        .to_dtype(vb.dtype())?
-        .to_device(vb.device())?;
+        let positions = sinusoidal_positions(config.max_position_embeddings + POSITION_OFFSET, d, config.pad_token_id)?
+            .to_dtype(vb.dtype())?
+            .to_device(vb.device())?;
         Ok(M2M100 {
             config: config.clone(),
             embed_tokens: Embedding::new(embedding_weight, d),
-            embed_scale: if config.scale_embedding {
-                (d as f64).sqrt()
-            } else {
-                1.0
-            },
+            embed_scale: if config.scale_embedding { (d as f64).sqrt() } else { 1.0 },
             positions,
             encoder_layers,
             encoder_layer_norm: layer_norm(d, LAYER_NORM_EPS, encoder.pp("layer_norm"))?,
@@ -333,8 +283,7 @@ impl M2M100 {
     fn embed(&self, tokens: &[Vec<u32>], past_len: usize) -> Result<Tensor> {
         let rows = tokens.len();
         let len = tokens.first().map_or(0, Vec::len);
-        let ids = Tensor::from_iter(tokens.iter().flatten().copied(), &self.device)?
-            .reshape((rows, len))?;
+        let ids = Tensor::from_iter(tokens.iter().flatten().copied(), &self.device)?.reshape((rows, len))?;
         let pad = self.config.pad_token_id;
         // create_position_ids_from_input_ids: (cumsum(mask) + past) * mask + padding_idx
         let mut position_ids = Vec::with_capacity(rows * len);
@@ -358,10 +307,7 @@ impl M2M100 {
             );
         }
         let position_ids = Tensor::from_vec(position_ids, rows * len, &self.device)?;
-        let positions = self
-            .positions
-            .index_select(&position_ids, 0)?
-            .reshape((rows, len, ()))?;
+        let positions = self.positions.index_select(&position_ids, 0)?.reshape((rows, len, ()))?;
         (self.embed_tokens.forward(&ids)? * self.embed_scale)? + positions
     }
 
@@ -371,36 +317,18 @@ impl M2M100 {
         let pad = self.config.pad_token_id;
         let padded: Vec<Vec<u32>> = input_ids
             .iter()
-            .map(|row| {
-                row.iter()
-                    .copied()
-                    .chain(std::iter::repeat(pad))
-                    .take(longest)
-                    .collect()
-            })
+            .map(|row| row.iter().copied().chain(std::iter::repeat(pad)).take(longest).collect())
             .collect();
         let mask: Vec<f32> = input_ids
             .iter()
-            .flat_map(|row| {
-                (0..longest).map(move |i| {
-                    if i < row.len() {
-                        0.0
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                })
-            })
+            .flat_map(|row| (0..longest).map(move |i| if i < row.len() { 0.0 } else { f32::NEG_INFINITY }))
             .collect();
-        let mask = Tensor::from_vec(mask, (input_ids.len(), 1, 1, longest), &self.device)?
-            .to_dtype(self.dtype)?;
+        let mask = Tensor::from_vec(mask, (input_ids.len(), 1, 1, longest), &self.device)?.to_dtype(self.dtype)?;
         let mut hidden = self.embed(&padded, 0)?;
         for layer in &self.encoder_layers {
             hidden = layer.forward(&hidden, &mask)?;
         }
-        Ok(EncoderOutput {
-            hidden: self.encoder_layer_norm.forward(&hidden)?,
-            mask,
-        })
+        Ok(EncoderOutput { hidden: self.encoder_layer_norm.forward(&hidden)?, mask })
     }
 
     /// A decoding session over the encoder output: one row per encoder row, cross-attention keys/values
@@ -409,12 +337,7 @@ impl M2M100 {
         let caches = self
             .decoder_layers
             .iter()
-            .map(|layer| {
-                Ok(LayerCache {
-                    self_kv: None,
-                    cross_kv: layer.encoder_attn.keys_values(&encoded.hidden)?,
-                })
-            })
+            .map(|layer| Ok(LayerCache { self_kv: None, cross_kv: layer.encoder_attn.keys_values(&encoded.hidden)? }))
             .collect::<Result<Vec<_>>>()?;
         Ok(Decoding {
             model: self,
@@ -429,16 +352,7 @@ impl M2M100 {
     fn decode(&self, session: &mut Decoding, tokens: &[Vec<u32>]) -> Result<Tensor> {
         let len = tokens.first().map_or(0, Vec::len);
         let mut hidden = self.embed(tokens, session.past_len)?;
-        let causal = if len > 1 {
-            Some(causal_mask(
-                len,
-                session.past_len,
-                &self.device,
-                self.dtype,
-            )?)
-        } else {
-            None
-        };
+        let causal = if len > 1 { Some(causal_mask(len, session.past_len, &self.device, self.dtype)?) } else { None };
         for (layer, cache) in self.decoder_layers.iter().zip(session.caches.iter_mut()) {
             hidden = layer.forward(&hidden, cache, causal.as_ref(), &session.encoder_mask)?;
         }
@@ -492,9 +406,7 @@ impl DecodeSession for Decoding<'_> {
 /// Additive causal mask `(len, past + len)` for new tokens that follow `past` cached ones.
 fn causal_mask(len: usize, past: usize, device: &Device, dtype: DType) -> Result<Tensor> {
     let mask: Vec<f32> = (0..len)
-        .flat_map(|i| {
-            (0..past + len).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
-        })
+        .flat_map(|i| (0..past + len).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Tensor::from_vec(mask, (len, past + len), device)?.to_dtype(dtype)
 }
@@ -526,10 +438,7 @@ mod tests {
 
     #[test]
     fn sinusoidal_table_zeroes_the_padding_row_and_starts_with_sin_cos_of_zero() {
-        let table = sinusoidal_positions(6, 8, 1)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let table = sinusoidal_positions(6, 8, 1).unwrap().to_vec2::<f32>().unwrap();
         assert!(table[1].iter().all(|&x| x == 0.0));
         assert_eq!(&table[0][..4], &[0.0; 4]);
         assert_eq!(&table[0][4..], &[1.0; 4]);
@@ -540,10 +449,7 @@ mod tests {
 
     #[test]
     fn causal_mask_lets_each_token_see_the_past_and_itself() {
-        let mask = causal_mask(2, 3, &Device::Cpu, DType::F32)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let mask = causal_mask(2, 3, &Device::Cpu, DType::F32).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(mask[0][..4], [0.0; 4]);
         assert_eq!(mask[0][4], f32::NEG_INFINITY);
         assert_eq!(mask[1], vec![0.0; 5]);

@@ -46,10 +46,8 @@ pub enum Segmentation {
 }
 
 impl Segmentation {
-    const CHOICES: [(&'static str, Segmentation); 2] = [
-        ("sentences", Segmentation::Sentences),
-        ("none", Segmentation::None),
-    ];
+    const CHOICES: [(&'static str, Segmentation); 2] =
+        [("sentences", Segmentation::Sentences), ("none", Segmentation::None)];
 }
 
 /// A segmentation mode that is not one of `sentences`, `none`.
@@ -67,18 +65,13 @@ impl FromStr for Segmentation {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(input.trim()))
             .map(|(_, mode)| *mode)
-            .ok_or_else(|| UnknownSegmentation {
-                input: input.to_string(),
-            })
+            .ok_or_else(|| UnknownSegmentation { input: input.to_string() })
     }
 }
 
 impl fmt::Display for Segmentation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (name, _) = Segmentation::CHOICES
-            .iter()
-            .find(|(_, mode)| mode == self)
-            .expect("every mode has a name");
+        let (name, _) = Segmentation::CHOICES.iter().find(|(_, mode)| mode == self).expect("every mode has a name");
         f.write_str(name)
     }
 }
@@ -102,10 +95,7 @@ pub struct Segmented {
 impl Segmented {
     /// Splits `text` into pieces; empty or whitespace-only text gives no pieces.
     pub fn split(text: &str, mode: Segmentation) -> Segmented {
-        let mut segmented = Segmented {
-            pieces: Vec::new(),
-            pieces_per_line_per_paragraph: Vec::new(),
-        };
+        let mut segmented = Segmented { pieces: Vec::new(), pieces_per_line_per_paragraph: Vec::new() };
         match mode {
             Segmentation::None => {
                 let whole = text.trim();
@@ -123,9 +113,7 @@ impl Segmented {
                         pieces_per_line.push(sentences.len());
                         segmented.pieces.extend(sentences);
                     }
-                    segmented
-                        .pieces_per_line_per_paragraph
-                        .push(pieces_per_line);
+                    segmented.pieces_per_line_per_paragraph.push(pieces_per_line);
                 }
             }
         }
@@ -147,10 +135,7 @@ impl Segmented {
     /// Translations are trimmed; empty ones are left out.
     pub fn join(&self, translated: &[String]) -> Result<String, SegmentError> {
         if translated.len() != self.pieces.len() {
-            return Err(SegmentError::PieceCountMismatch {
-                expected: self.pieces.len(),
-                actual: translated.len(),
-            });
+            return Err(SegmentError::PieceCountMismatch { expected: self.pieces.len(), actual: translated.len() });
         }
         let mut translated = translated.iter().map(|piece| piece.trim());
         let mut paragraphs = Vec::new();
@@ -207,18 +192,12 @@ fn unwrap_lines(lines: &[&str]) -> Vec<String> {
 }
 
 fn ends_line_deliberately(line: &str) -> bool {
-    line.trim_end_matches(is_closing_mark)
-        .chars()
-        .next_back()
-        .is_some_and(|c| is_sentence_end(c) || c == ':')
+    line.trim_end_matches(is_closing_mark).chars().next_back().is_some_and(|c| is_sentence_end(c) || c == ':')
 }
 
 /// Sentences need whitespace (or the end of the line) after these.
 fn is_spaced_sentence_end(c: char) -> bool {
-    matches!(
-        c,
-        '.' | '!' | '?' | '…' | '।' | '॥' | '؟' | '۔' | '።' | '։' | '‼' | '⁇' | '⁈' | '⁉'
-    )
+    matches!(c, '.' | '!' | '?' | '…' | '।' | '॥' | '؟' | '۔' | '።' | '։' | '‼' | '⁇' | '⁈' | '⁉')
 }
 
 /// Full-width marks that end a sentence with no whitespace after them.
@@ -234,52 +213,34 @@ fn is_sentence_end(c: char) -> bool {
 fn is_closing_mark(c: char) -> bool {
     matches!(
         c,
-        '"' | '\''
-            | '”'
-            | '’'
-            | ')'
-            | ']'
-            | '}'
-            | '»'
-            | '›'
-            | '」'
-            | '』'
-            | '）'
-            | '】'
-            | '》'
-            | '〉'
-            | '〕'
-            | '］'
+        '"' | '\'' | '”' | '’' | ')' | ']' | '}' | '»' | '›' | '」' | '』' | '）' | '】' | '》' | '〉' | '〕' | '］'
     )
 }
 
 /// Full-width punctuation after which Chinese and Japanese start the next sentence with no space.
 fn ends_with_full_width_punctuation(text: &str) -> bool {
-    text.chars().next_back().is_some_and(|c| {
-        is_full_width_sentence_end(c) || matches!(c, '」' | '』' | '）' | '】' | '》' | '〉' | '〕')
-    })
+    text.chars()
+        .next_back()
+        .is_some_and(|c| is_full_width_sentence_end(c) || matches!(c, '」' | '』' | '）' | '】' | '》' | '〉' | '〕'))
 }
 
 /// Abbreviations (lowercase, without the final period) after which a sentence never ends.
 const NEVER_SENTENCE_FINAL_ABBREVIATIONS: &[&str] = &[
-    "mr", "mrs", "ms", "mx", "messrs", "dr", "prof", "st", "mt", "vs", "e.g", "eg", "i.e", "ie",
-    "cf", "approx", "fig", "figs", "gen", "capt", "cmdr", "lt", "col", "sgt", "adm", "rev", "hon",
-    "gov", "sen", "rep", "pres", "mme", "mlle", "viz",
+    "mr", "mrs", "ms", "mx", "messrs", "dr", "prof", "st", "mt", "vs", "e.g", "eg", "i.e", "ie", "cf", "approx", "fig",
+    "figs", "gen", "capt", "cmdr", "lt", "col", "sgt", "adm", "rev", "hon", "gov", "sen", "rep", "pres", "mme", "mlle",
+    "viz",
 ];
 
 /// Abbreviations that may end a sentence, but do not before a number (`No. 5`, `Jan. 12`).
 const SENTENCE_FINAL_ABBREVIATIONS: &[&str] = &[
-    "etc", "inc", "ltd", "co", "corp", "jr", "sr", "no", "nos", "vol", "vols", "pp", "p", "ca",
-    "al", "ed", "eds", "dept", "est", "ave", "blvd", "rd", "ft", "jan", "feb", "mar", "apr", "jun",
-    "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+    "etc", "inc", "ltd", "co", "corp", "jr", "sr", "no", "nos", "vol", "vols", "pp", "p", "ca", "al", "ed", "eds",
+    "dept", "est", "ave", "blvd", "rd", "ft", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct",
+    "nov", "dec",
 ];
 
 /// Opening marks to look past when reading the first word of a sentence or token.
 fn is_opening_mark(c: char) -> bool {
-    matches!(
-        c,
-        '"' | '\'' | '“' | '‘' | '(' | '[' | '{' | '«' | '‹' | '¿' | '¡' | '「' | '『' | '（'
-    )
+    matches!(c, '"' | '\'' | '“' | '‘' | '(' | '[' | '{' | '«' | '‹' | '¿' | '¡' | '「' | '『' | '（')
 }
 
 /// Splits one line into trimmed sentences.
@@ -346,11 +307,7 @@ fn ends_sentence(sentence: &str, marks: &str, has_closing_marks: bool, next: &st
         return true;
     }
     let before_period = &sentence[..sentence.len() - 1];
-    let token = before_period
-        .split_whitespace()
-        .next_back()
-        .unwrap_or("")
-        .trim_start_matches(is_opening_mark);
+    let token = before_period.split_whitespace().next_back().unwrap_or("").trim_start_matches(is_opening_mark);
     let lowercase = token.to_lowercase();
     if NEVER_SENTENCE_FINAL_ABBREVIATIONS.contains(&lowercase.as_str()) {
         return false;
@@ -367,17 +324,17 @@ fn ends_sentence(sentence: &str, marks: &str, has_closing_marks: bool, next: &st
     if may_be_abbreviation && next_first.is_some_and(|c| c.is_ascii_digit()) {
         return false;
     }
-    let is_list_marker = before_period.trim() == token
-        && (token.chars().all(|c| c.is_ascii_digit()) || token.chars().count() == 1);
+    let is_list_marker =
+        before_period.trim() == token && (token.chars().all(|c| c.is_ascii_digit()) || token.chars().count() == 1);
     !is_list_marker
 }
 
 /// `U.S`, `a.m`, `Ph.D` (the final period already removed): short letter groups joined by periods.
 fn is_dotted_abbreviation(token: &str) -> bool {
     token.contains('.')
-        && token.split('.').all(|group| {
-            (1..=2).contains(&group.chars().count()) && group.chars().all(char::is_alphabetic)
-        })
+        && token
+            .split('.')
+            .all(|group| (1..=2).contains(&group.chars().count()) && group.chars().all(char::is_alphabetic))
 }
 
 /// Joins one line's translated sentences with a space, or with nothing after full-width punctuation.
@@ -397,9 +354,7 @@ mod tests {
     use super::*;
 
     fn sentences(text: &str) -> Vec<String> {
-        Segmented::split(text, Segmentation::Sentences)
-            .pieces()
-            .to_vec()
+        Segmented::split(text, Segmentation::Sentences).pieces().to_vec()
     }
 
     fn identity_round_trip(text: &str) -> String {
@@ -419,10 +374,7 @@ mod tests {
     fn titles_and_always_followed_abbreviations_do_not_end_sentences() {
         assert_eq!(
             sentences("Mr. Smith met Dr. Jones and Prof. Lee at St. Mary's. They talked."),
-            [
-                "Mr. Smith met Dr. Jones and Prof. Lee at St. Mary's.",
-                "They talked."
-            ]
+            ["Mr. Smith met Dr. Jones and Prof. Lee at St. Mary's.", "They talked."]
         );
         assert_eq!(
             sentences("Fruit, e.g. Apples, i.e. Red ones, vs. Pears. Done."),
@@ -441,35 +393,20 @@ mod tests {
             ["Apples, pears, etc.", "The table is wooden."]
         );
         assert_eq!(
-            sentences(
-                "Apples, pears, etc. and a jug. Acme Inc. is in the U.S. and has No. 5 in stock."
-            ),
-            [
-                "Apples, pears, etc. and a jug.",
-                "Acme Inc. is in the U.S. and has No. 5 in stock."
-            ]
+            sentences("Apples, pears, etc. and a jug. Acme Inc. is in the U.S. and has No. 5 in stock."),
+            ["Apples, pears, etc. and a jug.", "Acme Inc. is in the U.S. and has No. 5 in stock."]
         );
         assert_eq!(
             sentences("The meeting is at 5 p.m. on Jan. 12 in Ltd. offices. It ends at 6 p.m. Then we eat."),
-            [
-                "The meeting is at 5 p.m. on Jan. 12 in Ltd. offices.",
-                "It ends at 6 p.m.",
-                "Then we eat."
-            ]
+            ["The meeting is at 5 p.m. on Jan. 12 in Ltd. offices.", "It ends at 6 p.m.", "Then we eat."]
         );
     }
 
     #[test]
     fn decimals_and_versions_do_not_end_sentences() {
         assert_eq!(
-            sentences(
-                "Pi is about 3.14. The lens zooms 1.5x, as in v2.0 of the spec. It costs $3."
-            ),
-            [
-                "Pi is about 3.14.",
-                "The lens zooms 1.5x, as in v2.0 of the spec.",
-                "It costs $3."
-            ]
+            sentences("Pi is about 3.14. The lens zooms 1.5x, as in v2.0 of the spec. It costs $3."),
+            ["Pi is about 3.14.", "The lens zooms 1.5x, as in v2.0 of the spec.", "It costs $3."]
         );
     }
 
@@ -491,28 +428,16 @@ mod tests {
     fn initials_do_not_end_sentences() {
         assert_eq!(
             sentences("J. R. R. Tolkien wrote it. George W. Bush read it. The vitamin C. Pills."),
-            [
-                "J. R. R. Tolkien wrote it.",
-                "George W. Bush read it.",
-                "The vitamin C. Pills."
-            ]
+            ["J. R. R. Tolkien wrote it.", "George W. Bush read it.", "The vitamin C. Pills."]
         );
     }
 
     #[test]
     fn closing_quotes_stay_with_their_sentence() {
-        assert_eq!(
-            sentences(r#"He said "Stop." Then left."#),
-            [r#"He said "Stop.""#, "Then left."]
-        );
+        assert_eq!(sentences(r#"He said "Stop." Then left."#), [r#"He said "Stop.""#, "Then left."]);
         assert_eq!(
             sentences("She wrote “Done!” Then slept. (It was late.) The end."),
-            [
-                "She wrote “Done!”",
-                "Then slept.",
-                "(It was late.)",
-                "The end."
-            ]
+            ["She wrote “Done!”", "Then slept.", "(It was late.)", "The end."]
         );
     }
 
@@ -520,12 +445,7 @@ mod tests {
     fn question_in_quote_followed_by_lowercase_does_not_split() {
         assert_eq!(
             sentences(r#""Why?" she asked. "Because!" he said. "Go." They went."#),
-            [
-                r#""Why?" she asked."#,
-                r#""Because!" he said."#,
-                r#""Go.""#,
-                "They went."
-            ]
+            [r#""Why?" she asked."#, r#""Because!" he said."#, r#""Go.""#, "They went."]
         );
     }
 
@@ -533,30 +453,16 @@ mod tests {
     fn ellipsis_splits_only_before_a_capital() {
         assert_eq!(
             sentences("He paused... then went on. He waited… Nothing came. Odd?! Yes."),
-            [
-                "He paused... then went on.",
-                "He waited…",
-                "Nothing came.",
-                "Odd?!",
-                "Yes."
-            ]
+            ["He paused... then went on.", "He waited…", "Nothing came.", "Odd?!", "Yes."]
         );
-        assert_eq!(
-            sentences("... And then it rained."),
-            ["... And then it rained."]
-        );
+        assert_eq!(sentences("... And then it rained."), ["... And then it rained."]);
     }
 
     #[test]
     fn list_markers_do_not_become_sentences() {
         assert_eq!(
             sentences("1. Slice the bread. Toast it.\n2. Butter it.\na. Apples"),
-            [
-                "1. Slice the bread.",
-                "Toast it.",
-                "2. Butter it.",
-                "a. Apples"
-            ]
+            ["1. Slice the bread.", "Toast it.", "2. Butter it.", "a. Apples"]
         );
     }
 
@@ -569,52 +475,27 @@ mod tests {
     #[test]
     fn cjk_full_width_enders_split_without_whitespace() {
         let text = "今天天气很好。我们去公园吧！你来吗？好的";
-        assert_eq!(
-            sentences(text),
-            ["今天天气很好。", "我们去公园吧！", "你来吗？", "好的"]
-        );
+        assert_eq!(sentences(text), ["今天天气很好。", "我们去公园吧！", "你来吗？", "好的"]);
         assert_eq!(identity_round_trip(text), text);
     }
 
     #[test]
     fn japanese_quote_followed_by_text_stays_whole() {
-        assert_eq!(
-            sentences("「止まれ。」と彼は言った。猫がいる。"),
-            ["「止まれ。」と彼は言った。", "猫がいる。"]
-        );
+        assert_eq!(sentences("「止まれ。」と彼は言った。猫がいる。"), ["「止まれ。」と彼は言った。", "猫がいる。"]);
     }
 
     #[test]
     fn hindi_danda_and_arabic_question_mark_end_sentences() {
-        assert_eq!(
-            sentences("यह एक बिल्ली है। वह सो रही है।"),
-            ["यह एक बिल्ली है।", "वह सो रही है।"]
-        );
-        assert_eq!(
-            sentences("هل هذا قط؟ نعم، إنه قط."),
-            ["هل هذا قط؟", "نعم، إنه قط."]
-        );
-        assert_eq!(
-            sentences("یہ ایک بلی ہے۔ وہ سو رہی ہے۔"),
-            ["یہ ایک بلی ہے۔", "وہ سو رہی ہے۔"]
-        );
+        assert_eq!(sentences("यह एक बिल्ली है। वह सो रही है।"), ["यह एक बिल्ली है।", "वह सो रही है।"]);
+        assert_eq!(sentences("هل هذا قط؟ نعم، إنه قط."), ["هل هذا قط؟", "نعم، إنه قط."]);
+        assert_eq!(sentences("یہ ایک بلی ہے۔ وہ سو رہی ہے۔"), ["یہ ایک بلی ہے۔", "وہ سو رہی ہے۔"]);
     }
 
     #[test]
     fn paragraphs_round_trip_with_normalised_blank_lines() {
-        let text =
-            "  First one.  Second one.\nNew line here.\n\n\n   \nSecond paragraph.\r\n\r\nThird!  ";
+        let text = "  First one.  Second one.\nNew line here.\n\n\n   \nSecond paragraph.\r\n\r\nThird!  ";
         let segmented = Segmented::split(text, Segmentation::Sentences);
-        assert_eq!(
-            segmented.pieces(),
-            [
-                "First one.",
-                "Second one.",
-                "New line here.",
-                "Second paragraph.",
-                "Third!"
-            ]
-        );
+        assert_eq!(segmented.pieces(), ["First one.", "Second one.", "New line here.", "Second paragraph.", "Third!"]);
         assert_eq!(
             segmented.join(segmented.pieces()).unwrap(),
             "First one. Second one.\nNew line here.\n\nSecond paragraph.\n\nThird!"
@@ -624,13 +505,8 @@ mod tests {
     #[test]
     fn join_puts_translations_in_the_source_layout() {
         let segmented = Segmented::split("One. Two.\nThree.\n\nFour.", Segmentation::Sentences);
-        let translated: Vec<String> = ["Un.", " Deux. ", "Trois.", "Quatre."]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(
-            segmented.join(&translated).unwrap(),
-            "Un. Deux.\nTrois.\n\nQuatre."
-        );
+        let translated: Vec<String> = ["Un.", " Deux. ", "Trois.", "Quatre."].map(String::from).to_vec();
+        assert_eq!(segmented.join(&translated).unwrap(), "Un. Deux.\nTrois.\n\nQuatre.");
     }
 
     #[test]
@@ -653,14 +529,7 @@ mod tests {
             "The image shows a cat\nsitting on a mat. It sleeps.\nA dog watches.",
             Segmentation::Sentences,
         );
-        assert_eq!(
-            segmented.pieces(),
-            [
-                "The image shows a cat sitting on a mat.",
-                "It sleeps.",
-                "A dog watches."
-            ]
-        );
+        assert_eq!(segmented.pieces(), ["The image shows a cat sitting on a mat.", "It sleeps.", "A dog watches."]);
         assert_eq!(
             segmented.join(segmented.pieces()).unwrap(),
             "The image shows a cat sitting on a mat. It sleeps.\nA dog watches."
@@ -671,10 +540,7 @@ mod tests {
     fn list_items_keep_their_line_breaks() {
         let text = "Objects:\n- a red car\n- a blue bike";
         let segmented = Segmented::split(text, Segmentation::Sentences);
-        assert_eq!(
-            segmented.pieces(),
-            ["Objects:", "- a red car", "- a blue bike"]
-        );
+        assert_eq!(segmented.pieces(), ["Objects:", "- a red car", "- a blue bike"]);
         assert_eq!(segmented.join(segmented.pieces()).unwrap(), text);
     }
 
@@ -699,10 +565,7 @@ mod tests {
             ]
         );
         let translated: Vec<String> = (1..=6).map(|n| format!("S{n}.")).collect();
-        assert_eq!(
-            segmented.join(&translated).unwrap(),
-            "S1. S2. S3.\n\nS4. S5.\n\nS6."
-        );
+        assert_eq!(segmented.join(&translated).unwrap(), "S1. S2. S3.\n\nS4. S5.\n\nS6.");
         assert_eq!(segmented.join(segmented.pieces()).unwrap(), caption);
     }
 
@@ -729,17 +592,8 @@ mod tests {
     fn join_rejects_a_different_piece_count() {
         let segmented = Segmented::split("One. Two.", Segmentation::Sentences);
         let error = segmented.join(&["Un.".to_string()]).unwrap_err();
-        assert_eq!(
-            error,
-            SegmentError::PieceCountMismatch {
-                expected: 2,
-                actual: 1
-            }
-        );
-        assert_eq!(
-            error.to_string(),
-            "expected 2 translated pieces (one per source piece), got 1"
-        );
+        assert_eq!(error, SegmentError::PieceCountMismatch { expected: 2, actual: 1 });
+        assert_eq!(error.to_string(), "expected 2 translated pieces (one per source piece), got 1");
     }
 
     #[test]
@@ -750,9 +604,6 @@ mod tests {
         assert_eq!(Segmentation::None.to_string(), "none");
         assert_eq!(Segmentation::Sentences.to_string(), "sentences");
         let error = "words".parse::<Segmentation>().unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "unknown segmentation `words`; expected one of: sentences, none"
-        );
+        assert_eq!(error.to_string(), "unknown segmentation `words`; expected one of: sentences, none");
     }
 }
