@@ -12,8 +12,11 @@ nllb              tiny random-weight NLLB-200 / M2M100 checkpoint + tokenizer +
                   reference outputs (committed: worker/tests/fixtures/nllb-tiny)
 nllb-600m-random  full-size facebook/nllb-200-distilled-600M architecture with
                   random weights, for CPU benchmarks (~2.5 GB, NOT committed)
+mllama            tiny random-weight Llama 3.2 Vision (Mllama) checkpoint in the Hub
+                  layout + processor + test images + reference outputs
+                  (committed: worker/tests/fixtures/mllama-tiny)
 
-New fixture families (mllama, llava-next-video, ...) go beside these: one
+New fixture families (llava-next-video, ...) go beside these: one
 `cmd_<family>(args)` function plus one `sub.add_parser(...)` entry in `main()`.
 """
 
@@ -779,6 +782,1047 @@ def cmd_nllb_600m_random(args) -> None:
 
 
 # --------------------------------------------------------------------------- #
+# mllama: tiny random Llama 3.2 Vision (Mllama) fixture
+# --------------------------------------------------------------------------- #
+
+MLLAMA_TINY_DIR = REPO_ROOT / "worker" / "tests" / "fixtures" / "mllama-tiny"
+MLLAMA_TILE = 56  # vision_config.image_size = preprocessor size: 4x4 patches of 14 px per tile
+MLLAMA_MAX_TILES = 4
+MLLAMA_MAX_NEW_TOKENS = 20
+MLLAMA_MIN_GAP = 1e-3
+# The chat template's default `date_string` is strftime_now("%d %b %Y") (today): always pass
+# this fixed value (it is also the template's own fallback when strftime_now is undefined).
+MLLAMA_DATE_STRING = "26 Jul 2024"
+
+# Extra training lines so that the prompts and typical chat phrases get merges.
+MLLAMA_CORPUS_EXTRA = [
+    "Describe this image.",
+    "Describe this image in one sentence.",
+    "The image shows a small house next to a lake.",
+    "This image shows a banner with colourful text.",
+    "List three tags for this banner, separated by commas.",
+    "Tags: sale, shoes, summer.",
+    "What is the capital of France? Answer in one word.",
+    "The capital of France is Paris.",
+    "What colours do you see in this small picture, and where is the bright spot?",
+    "I see red, green and blue; the bright spot is in the top left corner.",
+    "You are a helpful assistant.",
+    "Cutting Knowledge Date: December 2023",
+    "Today Date: 26 Jul 2024",
+    "user assistant system ipython",
+    "Sure! Here is a short description of the picture.",
+    "There is a circle, a square and a line on a gradient background.",
+]
+
+# Llama 3's pre-tokenizer split regex (tokenizer.json of meta-llama/Llama-3.x).
+MLLAMA_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+MLLAMA_BPE_VOCAB = 600  # byte alphabet (256) + merges
+
+# Special tokens, in Llama 3's order (128000, 128001, ...), appended after the BPE vocabulary.
+# <|image|> comes last, as in Llama 3.2 Vision (128256 there).
+MLLAMA_SPECIAL_TOKENS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|reserved_special_token_2|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
+    "<|reserved_special_token_3|>",
+    "<|reserved_special_token_4|>",
+    "<|reserved_special_token_5|>",
+    "<|reserved_special_token_6|>",
+    "<|reserved_special_token_7|>",
+    "<|image|>",
+]
+
+# chat_template of meta-llama/Llama-3.2-11B-Vision-Instruct (tokenizer_config.json and
+# chat_template.json of the Hub repo, current revision: a user-supplied system message is allowed
+# together with images; the first revision raised "Prompting with images is incompatible with
+# system messages." instead). The line `{% set image_ns ... %}` ends with 6 spaces in the original.
+MLLAMA_CHAT_TEMPLATE = r"""{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- if strftime_now is defined %}
+        {%- set date_string = strftime_now("%d %b %Y") %}
+    {%- else %}
+        {%- set date_string = "26 Jul 2024" %}
+    {%- endif %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+    {%- set user_supplied_system_message = true %}
+{%- else %}
+    {%- set system_message = "" %}
+    {%- set user_supplied_system_message = false %}
+{%- endif %}
+
+{#- Find out if there are any images #}
+{% set image_ns = namespace(has_images=false) %}@@TRAILING_WS@@
+{%- for message in messages %}
+    {%- for content in message['content'] %}
+        {%- if content['type'] == 'image' %}
+            {%- set image_ns.has_images = true %}
+        {%- endif %}
+    {%- endfor %}
+{%- endfor %}
+
+{#- System message if there are no images, or if the user supplied one #}
+{%- if user_supplied_system_message or not image_ns.has_images %}
+    {{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+    {%- if tools is not none %}
+        {{- "Environment: ipython\n" }}
+    {%- endif %}
+    {{- "Cutting Knowledge Date: December 2023\n" }}
+    {{- "Today Date: " + date_string + "\n\n" }}
+    {%- if tools is not none and not tools_in_user_message %}
+        {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+        {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+        {{- "Do not use variables.\n\n" }}
+        {%- for t in tools %}
+            {{- t | tojson(indent=4) }}
+            {{- "\n\n" }}
+        {%- endfor %}
+    {%- endif %}
+    {{- system_message }}
+    {{- "<|eot_id|>" }}
+{%- endif %}
+
+{#- Custom tools are passed in a user message with some extra guidance #}
+{%- if tools_in_user_message and not tools is none %}
+    {#- Extract the first user message so we can plug it in here #}
+    {%- if messages | length != 0 %}
+        {%- set first_user_message = messages[0]['content']|trim %}
+        {%- set messages = messages[1:] %}
+    {%- else %}
+        {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
+{%- endif %}
+    {{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
+    {{- "Given the following functions, please respond with a JSON for a function call " }}
+    {{- "with its proper arguments that best answers the given prompt.\n\n" }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+    {{- first_user_message + "<|eot_id|>"}}
+{%- endif %}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}
+        {%- if message['content'] is string %}
+            {{- message['content'] }}
+        {%- else %}
+            {%- for content in message['content'] %}
+                {%- if content['type'] == 'image' %}
+                    {{- '<|image|>' }}
+                {%- elif content['type'] == 'text' %}
+                    {{- content['text'] }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- if not message.tool_calls|length == 1 %}
+            {{- raise_exception("This model only supports single tool-calls at once!") }}
+        {%- endif %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+        {{- '{"name": "' + tool_call.name + '", ' }}
+        {{- '"parameters": ' }}
+        {{- tool_call.arguments | tojson }}
+        {{- "}" }}
+        {{- "<|eot_id|>" }}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+""".replace("@@TRAILING_WS@@", " " * 6)
+
+# preprocessor_config.json of meta-llama/Llama-3.2-11B-Vision-Instruct, with 56 px tiles instead of 560.
+MLLAMA_PREPROCESSOR_CONFIG = {
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_pad": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],  # OPENAI_CLIP_MEAN
+    "image_processor_type": "MllamaImageProcessor",
+    "image_std": [0.26862954, 0.26130258, 0.27577711],  # OPENAI_CLIP_STD
+    "max_image_tiles": MLLAMA_MAX_TILES,
+    "processor_class": "MllamaProcessor",
+    "resample": 2,  # PIL BILINEAR
+    "rescale_factor": 1 / 255,
+    "size": {"height": MLLAMA_TILE, "width": MLLAMA_TILE},
+}
+
+# Test images: (file name, PIL mode as saved, (width, height), what it exercises).
+MLLAMA_IMAGES = [
+    ("landscape.png", "RGB", (150, 90), "RGB PNG, wider than tall"),
+    ("portrait.jpg", "RGB", (70, 130), "RGB JPEG (quality 90), taller than wide"),
+    ("square_small.png", "RGB", (40, 40), "smaller than one tile: upscaled"),
+    ("wide.png", "RGB", (230, 50), "extreme aspect ratio: 1x4 tiles"),
+    ("gray.png", "L", (56, 200), "8-bit grayscale, tall: 4x1 tiles"),
+    ("rgba.png", "RGBA", (50, 100), "alpha channel (composited on white by the processor)"),
+    ("palette.png", "P", (160, 56), "palette image with a transparent index"),
+    ("cmyk.jpg", "CMYK", (40, 150), "CMYK JPEG (Adobe marker)"),
+    ("gray16.png", "I;16", (64, 48), "16-bit grayscale PNG (PIL clamps to 255 when converting)"),
+    ("exif_rotated.jpg", "RGB", (80, 50), "EXIF Orientation=6, NOT applied by the reference"),
+]
+
+# Prompt cases. `content` is the user message content (a list of typed items, as the processor's
+# chat template expects); `image` is the stem of the image passed with it (None: text only).
+MLLAMA_CASES = [
+    {
+        "name": "describe_landscape",
+        "image": "landscape",
+        "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}],
+    },
+    {
+        "name": "describe_portrait",
+        "image": "portrait",
+        "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}],
+    },
+    {
+        # text first, then the image: the tokens before <|image|> have no image to attend to
+        "name": "tags_wide",
+        "image": "wide",
+        "content": [
+            {"type": "text", "text": "List three tags for this banner, separated by commas."},
+            {"type": "image"},
+        ],
+    },
+    {
+        "name": "text_only",
+        "image": None,
+        "content": [{"type": "text", "text": "What is the capital of France? Answer in one word."}],
+    },
+]
+MLLAMA_BATCH = [
+    {"image": "landscape", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}]},
+    {
+        "image": "square_small",
+        "content": [
+            {"type": "image"},
+            {"type": "text", "text": "What colours do you see in this small picture, and where is the bright spot?"},
+        ],
+    },
+]
+MLLAMA_REPETITION_PENALTY = 1.3
+# cases whose raw logits at every greedy step (KV-cached decoding) are stored
+MLLAMA_STEP_LOGITS = ("describe_landscape", "text_only", "batch")
+
+# Candidates tried in order; the first that passes the checks of cmd_mllama is used.
+MLLAMA_SEEDS = [3210, 3211, 3212, 3213, 3214, 3215, 3216, 3217]
+MLLAMA_EOT_BOOSTS = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+MLLAMA_MIN_DISTINCT = 4  # every generated row has at least this many different tokens
+
+
+def mllama_make_images(d: Path) -> None:
+    """Write the test images. Smooth gradients + shapes + a band of blocky noise (so that
+    resampling matters but the files stay small). Deterministic for a given Pillow version."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.Generator(np.random.PCG64(20240925))
+
+    def base_rgb(w, h):
+        x = np.linspace(0.0, 1.0, w)[None, :]
+        y = np.linspace(0.0, 1.0, h)[:, None]
+        r = 30 + 200 * x + 0 * y
+        g = 40 + 160 * y + 30 * np.sin(6.0 * x) + 0 * x
+        b = 200 - 120 * x * y + 20 * np.cos(9.0 * y)
+        img = np.stack([r, g, b], axis=-1)
+        # blocky noise (3x3 blocks) in the middle third of the rows
+        nh, nw = (h + 2) // 3, (w + 2) // 3
+        noise = rng.integers(-24, 25, size=(nh, nw, 3)).repeat(3, 0).repeat(3, 1)[:h, :w]
+        band = slice(h // 3, 2 * h // 3)
+        img[band] += noise[band]
+        return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+    def shapes(im, w, h, fill_a, fill_b):
+        dr = ImageDraw.Draw(im)
+        dr.ellipse([w * 0.08, h * 0.1, w * 0.38, h * 0.45], fill=fill_a)
+        dr.rectangle([w * 0.55, h * 0.55, w * 0.9, h * 0.9], fill=fill_b)
+        dr.line([0, h - 1, w - 1, 0], fill=fill_a, width=2)
+        return im
+
+    def rgb_image(w, h):
+        im = Image.fromarray(base_rgb(w, h), "RGB")
+        return shapes(im, w, h, (250, 240, 40), (20, 20, 90))
+
+    rgb_image(150, 90).save(d / "landscape.png")
+    rgb_image(70, 130).save(d / "portrait.jpg", quality=90)
+    small = rgb_image(40, 40)
+    ImageDraw.Draw(small).ellipse([4, 4, 12, 12], fill=(255, 255, 255))  # "bright spot" top left
+    small.save(d / "square_small.png")
+    rgb_image(230, 50).save(d / "wide.png")
+
+    gray = Image.fromarray(base_rgb(56, 200)[..., 1], "L")
+    shapes(gray, 56, 200, 250, 10).save(d / "gray.png")
+
+    rgba = np.concatenate([base_rgb(50, 100), np.zeros((100, 50, 1), np.uint8)], axis=-1)
+    alpha = np.clip(np.rint(np.linspace(0, 255, 50))[None, :] + 0 * np.arange(100)[:, None], 0, 255)
+    rgba[..., 3] = alpha.astype(np.uint8)
+    rgba[60:80, 10:40, 3] = 0  # fully transparent block (its RGB is noise, hidden by alpha)
+    rgba[10:30, 10:40, 3] = 255  # fully opaque block
+    Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
+
+    pal = rgb_image(160, 56).quantize(colors=16, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    pal.save(d / "palette.png", transparency=int(np.asarray(pal)[0, 0]))  # the top-left colour is transparent
+
+    cmyk = np.concatenate([base_rgb(40, 150), np.zeros((150, 40, 1), np.uint8)], axis=-1)
+    cmyk[..., 3] = np.clip(np.linspace(0, 160, 150), 0, 255).astype(np.uint8)[:, None]
+    Image.fromarray(cmyk, "CMYK").save(d / "cmyk.jpg", quality=90)
+
+    x = np.linspace(0, 1023, 64)[None, :]
+    y = np.linspace(0, 60000, 48)[:, None]
+    g16 = np.where(np.arange(48)[:, None] < 24, x + 0 * y, y + 0 * x)  # top: 0..1023, bottom: 0..60000
+    Image.fromarray(np.rint(g16).astype(np.uint16)).save(d / "gray16.png")  # mode I;16
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    rgb_image(80, 50).save(d / "exif_rotated.jpg", quality=90, exif=exif)
+
+    for name, mode, size, _ in MLLAMA_IMAGES:
+        with Image.open(d / name) as im:
+            if im.mode != mode or im.size != size:
+                raise SystemExit(f"{name}: opened as {im.mode} {im.size}, expected {mode} {size}")
+
+
+def mllama_train_tokenizer():
+    """Byte-level BPE with Llama 3's pre-tokenizer / decoder / post-processor, plus Llama 3's
+    special tokens (and <|image|>), wrapped as PreTrainedTokenizerFast like the real repo."""
+    import json as _json
+
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.normalizer = None
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(MLLAMA_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=MLLAMA_BPE_VOCAB,
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+    )
+    # the chat phrases 3 times, so that the template's words ("user", "assistant", "Cutting
+    # Knowledge Date", ...) get merges and the prompts stay short
+    tok.train_from_iterator(NLLB_CORPUS_EN + MLLAMA_CORPUS_EXTRA * 3, trainer=trainer)
+    # the trainer does not keep every model option: set Llama 3's explicitly
+    spec = _json.loads(tok.to_str())
+    spec["model"]["ignore_merges"] = True
+    spec["model"]["fuse_unk"] = False
+    spec["model"]["byte_fallback"] = False
+    tok = Tokenizer.from_str(_json.dumps(spec))
+    n_bpe = tok.get_vocab_size()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in MLLAMA_SPECIAL_TOKENS])
+    bos = "<|begin_of_text|>"
+    bos_id = tok.token_to_id(bos)
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True),
+            processors.TemplateProcessing(
+                single=f"{bos}:0 $A:0",
+                pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+                special_tokens=[(bos, bos_id)],
+            ),
+        ]
+    )
+    for i, t in enumerate(MLLAMA_SPECIAL_TOKENS):
+        assert tok.token_to_id(t) == n_bpe + i, t
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token="<|eot_id|>",
+        pad_token="<|finetune_right_pad_id|>",
+        model_max_length=512,  # = max_position_embeddings (the real one says 131072, its own)
+        padding_side="left",  # batched generation (the processor ignores a padding_side kwarg)
+        clean_up_tokenization_spaces=True,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    fast.chat_template = MLLAMA_CHAT_TEMPLATE
+    return fast
+
+
+def mllama_tiny_config(tok):
+    from transformers import MllamaConfig
+
+    vocab = len(tok)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in MLLAMA_SPECIAL_TOKENS}
+    vision = {
+        "hidden_size": 32,
+        "hidden_act": "gelu",
+        "num_hidden_layers": 3,
+        "num_global_layers": 2,
+        "attention_heads": 4,
+        "num_attention_heads": 4,
+        "num_channels": 3,
+        "intermediate_size": 64,
+        "vision_output_dim": 32 * 3,  # hidden_size * (len(intermediate_layers_indices) + 1)
+        "image_size": MLLAMA_TILE,
+        "patch_size": 14,
+        "norm_eps": 1e-5,
+        "max_num_tiles": MLLAMA_MAX_TILES,
+        "intermediate_layers_indices": [0, 2],
+        "supported_aspect_ratios": None,  # derived: [[1,1],[1,2],[1,3],[1,4],[2,1],[2,2],[3,1],[4,1]]
+        "initializer_range": 0.02,
+    }
+    text = {
+        "vocab_size": vocab,
+        "hidden_size": 64,
+        "hidden_act": "silu",
+        "num_hidden_layers": 5,
+        "cross_attention_layers": [1, 3],
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 96,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "factor": 8.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 64,
+            "rope_type": "llama3",
+        },
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 512,
+        "initializer_range": 0.02,
+        "use_cache": True,
+        "tie_word_embeddings": False,
+        "dropout": 0.0,
+        "bos_token_id": ids["<|begin_of_text|>"],
+        "eos_token_id": [ids["<|end_of_text|>"], ids["<|eom_id|>"], ids["<|eot_id|>"]],
+        "pad_token_id": ids["<|finetune_right_pad_id|>"],
+    }
+    config = MllamaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=ids["<|image|>"],
+        architectures=["MllamaForConditionalGeneration"],
+        torch_dtype="float32",
+    )
+    # plain softmax(QK^T)V attention everywhere for the references
+    for c in (config, config.vision_config, config.text_config):
+        c._attn_implementation = "eager"
+    return config
+
+
+def mllama_generation_config(config) -> dict:
+    # generation_config.json of meta-llama/Llama-3.2-11B-Vision-Instruct (ids remapped)
+    t = config.text_config
+    return {
+        "bos_token_id": t.bos_token_id,
+        "do_sample": True,
+        "eos_token_id": list(t.eos_token_id),
+        "pad_token_id": t.pad_token_id,
+        "temperature": 0.6,
+        "top_p": 0.9,
+    }
+
+
+def mllama_is_gate(name: str) -> bool:
+    return name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate", "gate_attn", "gate_ffn", ".gate"))
+
+
+def mllama_tiny_model(config, seed: int):
+    """Random tiny Mllama with spread-out logits and every gate open.
+
+    transformers' init (std 0.02, zero gates for cross-attention / tile embeddings) gives flat
+    logits and switches the image path off, so instead:
+      * every gate (cross_attn_attn_gate, cross_attn_mlp_gate, vision gate_attn / gate_ffn,
+        pre/post tile and gated positional embedding gates) = +-U(0.5, 1.5), random sign;
+      * linear weights N(0, 1/fan_in) (unit-variance outputs), biases N(0, 0.1);
+      * embeddings, class / position / tile embeddings N(0, 0.5..1);
+      * LayerNorm / RMSNorm weights N(1, 0.1), LayerNorm biases N(0, 0.1); the cross-attention
+        q_norm / k_norm weights N(1.5, 0.3) (sharper attention over the image tokens);
+      * lm_head N(0, 0.4): logits with std ~3.
+    """
+    import torch
+    from transformers import GenerationConfig, MllamaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = MllamaForConditionalGeneration(config)
+    g = torch.Generator().manual_seed(seed)
+
+    def normal(shape, std, mean=0.0):
+        return torch.randn(shape, generator=g, dtype=torch.float32) * std + mean
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # deterministic order
+            if mllama_is_gate(name):
+                mag = torch.rand(p.shape, generator=g) + 0.5
+                sign = torch.where(torch.rand(p.shape, generator=g) < 0.5, -1.0, 1.0)
+                p.copy_(mag * sign)
+            elif name.endswith(("q_norm.weight", "k_norm.weight")):
+                p.copy_(normal(p.shape, 0.3, 1.5))
+            elif "layernorm" in name or name.endswith("norm.weight"):
+                p.copy_(normal(p.shape, 0.1, 1.0) if name.endswith("weight") else normal(p.shape, 0.1))
+            elif name == "language_model.lm_head.weight":
+                p.copy_(normal(p.shape, 0.4))
+            elif name == "language_model.model.embed_tokens.weight":
+                p.copy_(normal(p.shape, 1.0))
+            elif name == "vision_model.class_embedding":
+                p.copy_(normal(p.shape, 1.0))
+            elif name in ("vision_model.gated_positional_embedding.embedding",):
+                p.copy_(normal(p.shape, 0.5))
+            elif name.endswith(("tile_embedding.weight", "positional_embedding.embedding.weight")):
+                p.copy_(normal(p.shape, 0.5))
+            elif name.endswith(".weight") and p.dim() >= 2:
+                fan_in = p[0].numel()
+                p.copy_(normal(p.shape, 1.0 / math.sqrt(fan_in)))
+            elif name.endswith(".bias"):
+                p.copy_(normal(p.shape, 0.1))
+            else:
+                raise RuntimeError(f"unexpected parameter {name} {tuple(p.shape)}")
+    model.generation_config = GenerationConfig(**mllama_generation_config(config))
+    model.eval()
+    return model
+
+
+def mllama_boost_eot(model, probe_hidden, boost: float) -> None:
+    """Add `boost` (on average over `probe_hidden`) to the <|eot_id|> logit.
+
+    logits = lm_head(norm(h)) has no bias; adding boost * m / |m|^2 to the <|eot_id|> row, with
+    m the mean final normed hidden state of probe runs, raises that logit by boost * <x, m>/|m|^2
+    (= boost on average over the probe positions)."""
+    import torch
+
+    if boost == 0.0:
+        return
+    m = probe_hidden.reshape(-1, probe_hidden.shape[-1]).mean(0)
+    eot = model.config.text_config.eos_token_id[-1]
+    with torch.no_grad():
+        model.language_model.lm_head.weight[eot] += boost * m / m.dot(m)
+
+
+def mllama_processor(tok):
+    from transformers import MllamaImageProcessor, MllamaProcessor
+
+    ip_kwargs = {k: v for k, v in MLLAMA_PREPROCESSOR_CONFIG.items() if k not in ("image_processor_type", "processor_class")}
+    image_processor = MllamaImageProcessor(**ip_kwargs)
+    # transformers 4.46.3's MllamaProcessor.__init__(image_processor, tokenizer) takes no chat_template
+    # argument, and the tokenizer.chat_template it copies is reset to None by ProcessorMixin.__init__:
+    # set it afterwards, as MllamaProcessor.from_pretrained does with chat_template.json.
+    processor = MllamaProcessor(image_processor, tok)
+    processor.chat_template = MLLAMA_CHAT_TEMPLATE
+    return processor
+
+
+def mllama_prompt(processor, content) -> str:
+    messages = [{"role": "user", "content": content}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, date_string=MLLAMA_DATE_STRING)
+
+
+def mllama_encode(processor, img_dir: Path, items: list):
+    """processor(images, text) for a list of {"image", "content"} items (one row each).
+
+    As on the model card, the chat-templated text already starts with <|begin_of_text|>, so the
+    tokenizer must not add another one: add_special_tokens=False."""
+    from PIL import Image
+
+    texts = [mllama_prompt(processor, it["content"]) for it in items]
+    images = None
+    if items[0]["image"] is not None:
+        images = [[Image.open(img_dir / mllama_image_file(it["image"]))] for it in items]
+    enc = processor(
+        images=images if images is None or len(items) > 1 else images[0],
+        text=texts if len(items) > 1 else texts[0],
+        add_special_tokens=False,
+        padding=len(items) > 1,
+        return_tensors="pt",
+    )
+    return texts, enc
+
+
+def mllama_image_file(stem: str) -> str:
+    for name, *_ in MLLAMA_IMAGES:
+        if Path(name).stem == stem:
+            return name
+    raise KeyError(stem)
+
+
+def mllama_image_refs(processor, img_dir: Path):
+    """What MllamaImageProcessor makes of every test image (PIL.Image.open, no EXIF transpose)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers.image_transforms import resize as hf_resize
+    from transformers.image_utils import ChannelDimension
+    from transformers.models.mllama.image_processing_mllama import (
+        convert_to_rgb,
+        get_image_size_fit_to_canvas,
+        get_optimal_tiled_canvas,
+    )
+
+    ip = processor.image_processor
+    tensors, meta = {}, {}
+    for name, mode, size, note in MLLAMA_IMAGES:
+        stem = Path(name).stem
+        with Image.open(img_dir / name) as im:
+            im.load()
+            raw_mode, raw_size = im.mode, im.size
+            exif_orientation = im.getexif().get(0x0112)
+            out = ip(im, return_tensors="pt")
+            rgb = np.asarray(convert_to_rgb(im))
+        h, w = rgb.shape[:2]
+        canvas_h, canvas_w = (int(v) for v in get_optimal_tiled_canvas(h, w, MLLAMA_MAX_TILES, MLLAMA_TILE))
+        new_h, new_w = (int(v) for v in get_image_size_fit_to_canvas(h, w, canvas_h, canvas_w, MLLAMA_TILE))
+        resized = hf_resize(
+            rgb.transpose(2, 0, 1), (new_h, new_w), resample=ip.resample,
+            data_format=ChannelDimension.LAST, input_data_format=ChannelDimension.FIRST,
+        )
+        pv = out["pixel_values"]
+        tensors[f"image.{stem}.pixel_values"] = pv.float().contiguous()
+        tensors[f"image.{stem}.aspect_ratio_ids"] = out["aspect_ratio_ids"].to(torch.int64).contiguous()
+        tensors[f"image.{stem}.aspect_ratio_mask"] = out["aspect_ratio_mask"].to(torch.int64).contiguous()
+        names = ["pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"]
+        # The decoded + RGB-converted pixels (before resizing) where decoding or the conversion is
+        # not trivial, i.e. all but the RGB PNGs. (The resized pixels follow from pixel_values:
+        # round((x * std + mean) * 255) over the resized_hw corner.)
+        if not (raw_mode == "RGB" and name.endswith(".png")):
+            tensors[f"image.{stem}.rgb"] = torch.from_numpy(np.array(rgb, dtype=np.uint8))
+            names.append("rgb")
+        num_tiles = int(out["num_tiles"][0][0])
+        meta[stem] = {
+            "file": f"images/{name}",
+            "note": note,
+            "sha256": sha256(img_dir / name),
+            "pil_mode": raw_mode,
+            "pil_size_wh": list(raw_size),
+            "exif_orientation": exif_orientation,
+            "canvas_hw": [canvas_h, canvas_w],
+            "tiles_hw": [canvas_h // MLLAMA_TILE, canvas_w // MLLAMA_TILE],
+            "resized_hw": [new_h, new_w],
+            "num_tiles": num_tiles,
+            "aspect_ratio_id": int(out["aspect_ratio_ids"][0, 0]),
+            "aspect_ratio_mask": out["aspect_ratio_mask"][0, 0].tolist(),
+            "pixel_values_shape": list(pv.shape),
+            "tensors": [f"image.{stem}.{k}" for k in names],
+        }
+        # the resized image is the top-left corner of the (un-normalised) canvas
+        mean = np.array(ip.image_mean, np.float32)[:, None, None]
+        std = np.array(ip.image_std, np.float32)[:, None, None]
+        canvas = pv[0, 0, :num_tiles].numpy()  # [tiles, 3, 56, 56] -> [3, canvas_h, canvas_w]
+        th, tw = meta[stem]["tiles_hw"]
+        canvas = canvas.reshape(th, tw, 3, MLLAMA_TILE, MLLAMA_TILE).transpose(2, 0, 3, 1, 4)
+        canvas = canvas.reshape(3, th * MLLAMA_TILE, tw * MLLAMA_TILE)
+        back = np.rint((canvas * std + mean) * 255).astype(np.int64)
+        assert np.array_equal(back[:, :new_h, :new_w], resized.transpose(2, 0, 1).astype(np.int64)), stem
+        assert (back[:, new_h:, :] == 0).all() and (back[:, :, new_w:] == 0).all(), stem
+        assert pv.shape[2] == MLLAMA_MAX_TILES and num_tiles == meta[stem]["tiles_hw"][0] * meta[stem]["tiles_hw"][1]
+    return tensors, meta
+
+
+def mllama_vision_states(model, enc):
+    """cross_attention_states exactly as MllamaForConditionalGeneration.forward computes them."""
+    import torch
+
+    with torch.no_grad():
+        vision = model.vision_model(
+            pixel_values=enc["pixel_values"],
+            aspect_ratio_ids=enc["aspect_ratio_ids"],
+            aspect_ratio_mask=enc["aspect_ratio_mask"],
+        )[0]
+        states = model.multi_modal_projector(vision).reshape(-1, vision.shape[-2], model.hidden_size)
+    return vision, states
+
+
+def mllama_generate(model, enc, **kw):
+    import torch
+
+    with torch.no_grad():
+        return model.generate(
+            **enc,
+            max_new_tokens=MLLAMA_MAX_NEW_TOKENS,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            return_dict_in_generate=True,
+            output_logits=True,
+            output_scores=True,
+            **kw,
+        )
+
+
+def mllama_gaps(out, prompt_len: int, eos: list) -> float:
+    """Smallest top1-top2 gap of the processed scores over all greedy steps of unfinished rows."""
+    import torch
+
+    seqs = out.sequences
+    gap = float("inf")
+    for step, scores in enumerate(out.scores):
+        for row in range(scores.shape[0]):
+            if any(t in eos for t in seqs[row, prompt_len: prompt_len + step].tolist()):
+                continue
+            top = torch.topk(scores[row].float(), 2).values
+            gap = min(gap, float(top[0] - top[1]))
+    return gap
+
+
+def mllama_ends_early(new_tokens: list, eos: list, pad: int) -> bool:
+    body = [t for t in new_tokens if t != pad]
+    return len(body) < MLLAMA_MAX_NEW_TOKENS and bool(body) and body[-1] in eos
+
+
+def mllama_run_all(model, processor, img_dir: Path, want_tensors: bool):
+    """All prompt cases: (json part, tensors, min greedy gap, final hidden states of the prompts)."""
+    import torch
+
+    tok = processor.tokenizer
+    eos = list(model.config.text_config.eos_token_id)
+    pad = model.config.text_config.pad_token_id
+    tensors, cases, probe = {}, [], []
+    min_gap = float("inf")
+
+    def one(name, items, gen_kw=None, store=True):
+        nonlocal min_gap
+        texts, enc = mllama_encode(processor, img_dir, items)
+        ids = enc["input_ids"]
+        seq = ids.shape[1]
+        has_image = "pixel_values" in enc
+        fwd = dict(enc)
+        if ids.shape[0] > 1:
+            # positions as generate() derives them from the (left-padded) attention mask
+            pos = enc["attention_mask"].long().cumsum(-1) - 1
+            pos.masked_fill_(enc["attention_mask"] == 0, 1)
+            fwd["position_ids"] = pos
+        with torch.no_grad():
+            fo = model(**fwd, output_hidden_states=True)
+        logits = fo.logits
+        probe.append(fo.hidden_states[-1][enc["attention_mask"].bool()])
+        out = mllama_generate(model, enc, **(gen_kw or {}))
+        gap = mllama_gaps(out, seq, eos)
+        min_gap = min(min_gap, gap)
+        new = out.sequences[:, seq:].tolist()
+        case = {
+            "name": name,
+            "prompt": texts if len(texts) > 1 else texts[0],
+            "images": [it["image"] for it in items] if len(items) > 1 else items[0]["image"],
+            "content": [it["content"] for it in items] if len(items) > 1 else items[0]["content"],
+            "generate_kwargs": {"max_new_tokens": MLLAMA_MAX_NEW_TOKENS, "do_sample": False, **(gen_kw or {})},
+            "input_ids": ids.tolist() if len(items) > 1 else ids[0].tolist(),
+            "input_len": seq,
+            "attention_mask": enc["attention_mask"].tolist() if len(items) > 1 else enc["attention_mask"][0].tolist(),
+            "image_token_positions": [[i for i, t in enumerate(r) if t == model.config.image_token_index]
+                                      for r in ids.tolist()],
+            "generated": new if len(items) > 1 else new[0],
+            "sequences": out.sequences.tolist() if len(items) > 1 else out.sequences[0].tolist(),
+            "text": [tok.decode(n, skip_special_tokens=True) for n in new] if len(items) > 1
+            else tok.decode(new[0], skip_special_tokens=True),
+            "text_tokenizers_decode": [tok.backend_tokenizer.decode(n, skip_special_tokens=True) for n in new]
+            if len(items) > 1 else tok.backend_tokenizer.decode(new[0], skip_special_tokens=True),
+            "ends_early": [mllama_ends_early(n, eos, pad) for n in new] if len(items) > 1
+            else mllama_ends_early(new[0], eos, pad),
+            "min_greedy_gap": fmt_float(gap),
+            "tensors": [],
+        }
+        if store and want_tensors:
+            # To keep the folder small, inputs shared with an earlier case are not stored again:
+            # repetition_penalty has the inputs of describe_landscape (only its scores are stored);
+            # the batch's vision rows are those of its images (only the projected states are stored).
+            p = f"case.{name}."
+            t = {
+                p + "input_ids": ids.to(torch.int64),
+                p + "attention_mask": enc["attention_mask"].to(torch.int64),
+                p + "logits_last": logits[:, -1].float(),
+            }
+            if gen_kw:
+                t = {p + "generate_scores": torch.stack(out.scores, 0).float()}  # after the logits processors
+            elif name in MLLAMA_STEP_LOGITS:
+                t[p + "generate_logits"] = torch.stack(out.logits, 0).float()  # [steps, batch, vocab], raw
+            if len(items) > 1:
+                t[p + "position_ids"] = fwd["position_ids"].to(torch.int64)
+            elif not gen_kw:
+                t[p + "logits"] = logits.float()  # all positions
+            if has_image and not gen_kw:
+                vision, states = mllama_vision_states(model, enc)
+                t[p + "cross_attention_mask"] = enc["cross_attention_mask"].to(torch.int64)
+                t[p + "cross_attention_states"] = states.float()
+                if len(items) == 1:
+                    t[p + "vision_output"] = vision.float()
+            tensors.update({k: v.detach().clone().contiguous() for k, v in t.items()})
+            case["tensors"] = sorted(t)
+        cases.append(case)
+        return case
+
+    singles = {}
+    for c in MLLAMA_CASES:
+        singles[c["name"]] = one(c["name"], [c])
+    b = one("batch", MLLAMA_BATCH)
+    b["padding_side"] = processor.tokenizer.padding_side
+    b["alone"] = []
+    for i, it in enumerate(MLLAMA_BATCH):
+        a = one(f"batch_row{i}_alone", [it], store=False)
+        cases.pop()
+        row = b["generated"][i]
+        b["alone"].append({"input_ids": a["input_ids"], "generated": a["generated"],
+                           "matches_batch_row": row[: len(a["generated"])] == a["generated"]
+                           and all(t == pad for t in row[len(a["generated"]):])})
+    one("repetition_penalty", [MLLAMA_CASES[0]], gen_kw={"repetition_penalty": MLLAMA_REPETITION_PENALTY})
+    return cases, tensors, min_gap, torch.cat(probe, 0)
+
+
+def mllama_min_distinct(cases) -> int:
+    """Fewest distinct tokens in one generated row (random models love loops of 1-2 tokens)."""
+    rows = []
+    for c in cases:
+        rows += c["generated"] if isinstance(c["generated"][0], list) else [c["generated"]]
+    return min(len(set(r)) for r in rows)
+
+
+def mllama_sequences(cases) -> list:
+    """Generated ids for the float64 comparison. The padded batch is left out: in float64 its
+    fully masked (padding) query rows become NaN (finfo(float64).min turns into -inf in the eager
+    attention's float32 softmax) and the NaN spreads; its rows are compared to the unbatched runs
+    (`alone`) in float32 instead, and those are compared here."""
+    seqs = []
+    for c in cases:
+        if c["name"] != "batch":
+            seqs.append(c["generated"])
+        for a in c.get("alone", []):
+            seqs.append(a["generated"])
+    return seqs
+
+
+def mllama_rope_check(config) -> dict:
+    """Which llama3 rope frequencies are kept, divided by `factor`, or interpolated."""
+    import torch
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    t = config.text_config
+    inv, scaling = ROPE_INIT_FUNCTIONS["default"](t, None)
+    inv3, scaling3 = ROPE_INIT_FUNCTIONS["llama3"](t, None)
+    rs = t.rope_scaling
+    hi = rs["original_max_position_embeddings"] / rs["high_freq_factor"]
+    lo = rs["original_max_position_embeddings"] / rs["low_freq_factor"]
+    kinds = []
+    for a, b in zip(inv.tolist(), inv3.tolist()):
+        wl = 2 * math.pi / a
+        kinds.append("kept" if wl < hi else "divided_by_factor" if wl > lo else "interpolated")
+    assert {"kept", "divided_by_factor", "interpolated"} <= set(kinds), kinds
+    return {
+        "head_dim": t.hidden_size // t.num_attention_heads,
+        "high_freq_wavelen": hi,
+        "low_freq_wavelen": lo,
+        "inv_freq_default": [fmt_float(v) for v in inv.tolist()],
+        "inv_freq_llama3": [fmt_float(v) for v in inv3.tolist()],
+        "wavelen_default": [fmt_float(2 * math.pi / v) for v in inv.tolist()],
+        "kind": kinds,
+        "attention_scaling": scaling3,
+    }
+
+
+def mllama_check_text_only_skips_cross(model, processor, img_dir: Path) -> dict:
+    """Run text_only and record which decoder layers ran (forward hooks)."""
+    import torch
+
+    ran = []
+    hooks = [layer.register_forward_hook(lambda m, i, o, idx=idx: ran.append(idx))
+             for idx, layer in enumerate(model.language_model.model.layers)]
+    try:
+        case = next(c for c in MLLAMA_CASES if c["image"] is None)
+        _, enc = mllama_encode(processor, img_dir, [case])
+        with torch.no_grad():
+            model(**enc)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {"inputs": sorted(enc.keys()), "layers_run": ran,
+            "cross_attention_layers": list(model.config.text_config.cross_attention_layers)}
+
+
+def cmd_mllama(args) -> None:
+    torch = _import_ml()
+    import transformers
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from transformers import GenerationConfig, MllamaForConditionalGeneration, MllamaProcessor
+
+    out = Path(args.out).resolve()
+    with tempfile.TemporaryDirectory(prefix="mllama-tiny-") as tmp:
+        tmp = Path(tmp)
+        img_dir = tmp / "images"
+        mllama_make_images(img_dir)
+        tok = mllama_train_tokenizer()
+        processor = mllama_processor(tok)
+        config = mllama_tiny_config(tok)
+        print(f"tokenizer: len={len(tok)} image_token_index={config.image_token_index} "
+              f"eos={config.text_config.eos_token_id} pad={config.text_config.pad_token_id}")
+
+        chosen = None
+        for seed in MLLAMA_SEEDS:
+            base = mllama_tiny_model(config, seed)
+            _, _, _, probe = mllama_run_all(base, processor, img_dir, want_tensors=False)
+            for boost in MLLAMA_EOT_BOOSTS:
+                model = mllama_tiny_model(config, seed)
+                mllama_boost_eot(model, probe, boost)
+                cases, _, gap, _ = mllama_run_all(model, processor, img_dir, want_tensors=False)
+                early = [e for c in cases for e in (c["ends_early"] if isinstance(c["ends_early"], list)
+                                                     else [c["ends_early"]])]
+                batch_ok = all(a["matches_batch_row"] for c in cases for a in c.get("alone", []))
+                distinct = mllama_min_distinct(cases)
+                print(f"seed={seed} eot_boost={boost}: min_gap={gap:.4g} ends_early={early} "
+                      f"batch==single={batch_ok} min_distinct={distinct}")
+                if not (gap > MLLAMA_MIN_GAP and batch_ok and 0 < sum(early) < len(early)
+                        and distinct >= MLLAMA_MIN_DISTINCT):
+                    continue
+                torch.set_default_dtype(torch.float64)  # masks are built in the default dtype
+                try:
+                    cases64, _, _, _ = mllama_run_all(model.double(), processor, img_dir, want_tensors=False)
+                finally:
+                    torch.set_default_dtype(torch.float32)
+                model.float()
+                same64 = mllama_sequences(cases64) == mllama_sequences(cases)
+                print(f"  float64 agreement: {same64}")
+                if same64:
+                    chosen = (seed, boost)
+                    break
+            if chosen:
+                break
+        if not chosen:
+            raise SystemExit("no (seed, eot_boost) candidate passed the checks")
+        seed, boost = chosen
+        base = mllama_tiny_model(config, seed)
+        _, _, _, probe = mllama_run_all(base, processor, img_dir, want_tensors=False)
+        model = mllama_tiny_model(config, seed)
+        mllama_boost_eot(model, probe, boost)
+        cases, case_tensors, gap, _ = mllama_run_all(model, processor, img_dir, want_tensors=True)
+        image_tensors, image_meta = mllama_image_refs(processor, img_dir)
+        rope = mllama_rope_check(config)
+        text_only = mllama_check_text_only_skips_cross(model, processor, img_dir)
+
+        # ------------------------------------------------------------------ save
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        model.save_pretrained(str(out), safe_serialization=True, max_shard_size="500KB")
+        # transformers 4.46 leaks a private `_attn_implementation_autoset` into the sub-configs
+        # (from setting eager attention above); the real config.json has no such key
+        cfg = json.loads((out / "config.json").read_text())
+        for sub in ("text_config", "vision_config"):
+            cfg[sub].pop("_attn_implementation_autoset", None)
+        (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_json(out / "generation_config.json", mllama_generation_config(config))
+        processor.save_pretrained(str(out))  # tokenizer files, preprocessor_config.json, chat_template.json
+        shutil.copytree(img_dir, out / "images")
+        # preprocessor_config.json exactly as the real one is laid out (save_pretrained adds nothing else)
+        pp = json.loads((out / "preprocessor_config.json").read_text())
+        assert {k: pp[k] for k in MLLAMA_PREPROCESSOR_CONFIG} == MLLAMA_PREPROCESSOR_CONFIG, pp
+
+        # the saved folder must load back to the same model, tokenizer and processor
+        m = MllamaForConditionalGeneration.from_pretrained(str(out), attn_implementation="eager").eval()
+        for (k, v), (k2, v2) in zip(sorted(model.state_dict().items()), sorted(m.state_dict().items())):
+            assert k == k2 and torch.equal(v, v2), k
+        p2 = MllamaProcessor.from_pretrained(str(out))
+        assert p2.chat_template == MLLAMA_CHAT_TEMPLATE and p2.tokenizer.chat_template == MLLAMA_CHAT_TEMPLATE
+        for c in MLLAMA_CASES:
+            _, e1 = mllama_encode(processor, img_dir, [c])
+            _, e2 = mllama_encode(p2, img_dir, [c])
+            assert all(torch.equal(e1[k], e2[k]) for k in e1), c["name"]
+        assert GenerationConfig.from_pretrained(str(out)).eos_token_id == config.text_config.eos_token_id
+
+        tensors = {**image_tensors, **case_tensors}
+        save_file(tensors, str(out / "reference.safetensors"), metadata={"format": "pt"})
+        index = json.loads((out / "model.safetensors.index.json").read_text())
+        reference = {
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+            "seed": seed,
+            "eot_boost": boost,
+            "max_new_tokens": MLLAMA_MAX_NEW_TOKENS,
+            "date_string": MLLAMA_DATE_STRING,
+            "notes": [
+                "prompts: processor.apply_chat_template([{'role': 'user', 'content': content}], "
+                "add_generation_prompt=True, date_string=date_string), then processor(images=..., text=prompt, "
+                "add_special_tokens=False): the template already emits <|begin_of_text|>",
+                "images are opened with PIL.Image.open(path) and no EXIF transpose",
+                "logits: a plain forward pass (all positions); generate_logits: raw logits of every greedy "
+                "step of generate() (KV cache); generate_scores: the same after the logits processors",
+                "batch: left padding with <|finetune_right_pad_id|>; forward position_ids = "
+                "cumsum(attention_mask) - 1 (1 where masked), as generate() uses",
+            ],
+            "token_ids": {t: tok.convert_tokens_to_ids(t) for t in MLLAMA_SPECIAL_TOKENS},
+            "len_tokenizer": len(tok),
+            "rope_llama3": rope,
+            "text_only_layers": text_only,
+            "images": image_meta,
+            "cases": cases,
+            "tensors": {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)}
+                        for k, v in sorted(tensors.items())},
+            "weight_shards": sorted(set(index["weight_map"].values())),
+        }
+        write_json(out / "reference.json", reference, compact=False)
+
+    # ------------------------------------------------------------------ report
+    print(f"\nwrote {out}  ({dir_size(out)} bytes)")
+    for p in sorted(out.rglob("*")):
+        if p.is_file():
+            print(f"  {p.relative_to(out)}  {p.stat().st_size}")
+    print(f"seed={seed} eot_boost={boost}  min greedy top1-top2 gap: {gap:.6g}")
+    names = sorted(index["weight_map"])
+    for prefix in ("vision_model.", "multi_modal_projector.", "language_model."):
+        sel = [n for n in names if n.startswith(prefix)]
+        print(f"{prefix}: {len(sel)} tensors, e.g. {sel[:6]}")
+    print(f"shards: {reference['weight_shards']}")
+    print(f"rope llama3: {rope['kind']}")
+    print(f"text_only layers run: {text_only}")
+    for stem, im in image_meta.items():
+        print(f"  image {stem}: {im['pil_mode']} {im['pil_size_wh']} -> canvas {im['canvas_hw']} "
+              f"resized {im['resized_hw']} tiles {im['tiles_hw']} id {im['aspect_ratio_id']}")
+    for c in cases:
+        print(f"  case {c['name']}: input_len {c['input_len']} image_pos {c['image_token_positions']} "
+              f"ends_early {c['ends_early']} gap {c['min_greedy_gap']}")
+        print(f"    generated {c['generated']}")
+        print(f"    text {c['text']!r}")
+    with safe_open(str(out / "reference.safetensors"), framework="pt") as f:
+        ll = f.get_tensor("case.describe_landscape.logits_last")
+        lp = f.get_tensor("case.describe_portrait.logits_last")
+        print(f"logits_last std (landscape): {float(ll.std()):.3f}; max |landscape - portrait| = "
+              f"{float((ll - lp).abs().max()):.3f}")
+    print(f"sha256(reference.safetensors) = {sha256(out / 'reference.safetensors')}")
+    print(f"sha256(reference.json) = {sha256(out / 'reference.json')}")
+
+
+# --------------------------------------------------------------------------- #
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -794,6 +1838,10 @@ def main(argv=None) -> None:
                    help="folder whose tokenizer files are copied (default: %(default)s)")
     p.add_argument("--seed", type=int, default=600)
     p.set_defaults(func=cmd_nllb_600m_random)
+
+    p = sub.add_parser("mllama", help="tiny random Llama 3.2 Vision (Mllama) fixture (committed)")
+    p.add_argument("--out", default=str(MLLAMA_TINY_DIR), help="output folder (default: %(default)s)")
+    p.set_defaults(func=cmd_mllama)
 
     args = ap.parse_args(argv)
     args.func(args)

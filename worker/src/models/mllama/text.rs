@@ -1,0 +1,501 @@
+//! The Llama 3.1 text decoder of Mllama (transformers 4.46.3 `MllamaTextModel` + `MllamaForCausalLM`):
+//! RMS-normed self-attention layers with grouped-query attention and llama3-scaled RoPE, and, at
+//! `cross_attention_layers`, tanh-gated cross-attention to the image features. A `TextSession` holds the KV caches
+//! of a batch of rows; cross-attention keys/values are computed once per image and kept at the key/value heads' size.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{embedding, linear_no_bias, Embedding, Linear, RmsNorm, VarBuilder};
+
+use super::config::TextConfig;
+use super::vision::{dtype_min, softmax_f32};
+use crate::models::generate::DecodeSession;
+
+fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
+    candle_nn::rms_norm(size, eps, vb)
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Mlp {
+            gate_proj: linear_no_bias(h, i, vb.pp("gate_proj"))?,
+            up_proj: linear_no_bias(h, i, vb.pp("up_proj"))?,
+            down_proj: linear_no_bias(i, h, vb.pp("down_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.down_proj.forward(&(self.gate_proj.forward(x)?.silu()? * self.up_proj.forward(x)?)?)
+    }
+}
+
+/// Attention with `heads` query heads sharing `kv_heads` key/value heads, computed without repeating keys
+/// and values: the query heads of one group are folded into the query length.
+fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, kv_heads: usize) -> Result<Tensor> {
+    let (rows, heads, len, head_dim) = q.dims4()?;
+    let groups = heads / kv_heads;
+    let keys = k.dim(2)?;
+    let q = q.reshape((rows, kv_heads, groups * len, head_dim))?;
+    let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
+    // mask: (rows, 1, len, keys) -> broadcast over (rows, kv_heads, groups, len, keys)
+    let scores = scores.reshape((rows, kv_heads, groups, len, keys))?.broadcast_add(&mask.unsqueeze(2)?)?;
+    let weights = softmax_f32(&scores)?.reshape((rows, kv_heads, groups * len, keys))?;
+    weights.matmul(v)?.reshape((rows, heads, len, head_dim))
+}
+
+#[derive(Debug, Clone)]
+struct SelfAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl SelfAttention {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        let head_dim = cfg.hidden_size / cfg.num_attention_heads;
+        let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim);
+        Ok(SelfAttention {
+            q_proj: linear_no_bias(h, q, vb.pp("q_proj"))?,
+            k_proj: linear_no_bias(h, kv, vb.pp("k_proj"))?,
+            v_proj: linear_no_bias(h, kv, vb.pp("v_proj"))?,
+            o_proj: linear_no_bias(q, h, vb.pp("o_proj"))?,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+        let (rows, len, hidden) = x.dims3()?;
+        let split = |t: Tensor, heads| t.reshape((rows, len, heads, self.head_dim))?.transpose(1, 2)?.contiguous();
+        let q = split(self.q_proj.forward(x)?, self.heads)?;
+        let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
+        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
+        let q = candle_nn::rotary_emb::rope(&q, &rope.cos, &rope.sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, &rope.cos, &rope.sin)?;
+        let (k, v) = match cache.take() {
+            Some((past_k, past_v)) => (Tensor::cat(&[&past_k, &k], 2)?, Tensor::cat(&[&past_v, &v], 2)?),
+            None => (k, v),
+        };
+        let out = grouped_attention(&q, &k, &v, mask, self.kv_heads)?;
+        *cache = Some((k, v));
+        self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, hidden))?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CrossAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl CrossAttention {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        let head_dim = cfg.hidden_size / cfg.num_attention_heads;
+        let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim);
+        Ok(CrossAttention {
+            q_proj: linear_no_bias(h, q, vb.pp("q_proj"))?,
+            k_proj: linear_no_bias(h, kv, vb.pp("k_proj"))?,
+            v_proj: linear_no_bias(h, kv, vb.pp("v_proj"))?,
+            o_proj: linear_no_bias(q, h, vb.pp("o_proj"))?,
+            q_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("q_norm"))?,
+            k_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("k_norm"))?,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim,
+        })
+    }
+
+    /// Keys (after `k_norm`) and values of image features `(rows, vision_tokens, hidden)`, at kv-head size.
+    fn keys_values(&self, states: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (rows, tokens, _) = states.dims3()?;
+        let split = |t: Tensor| t.reshape((rows, tokens, self.kv_heads, self.head_dim))?.transpose(1, 2)?.contiguous();
+        let k = self.k_norm.forward(&split(self.k_proj.forward(states)?)?)?;
+        let v = split(self.v_proj.forward(states)?)?;
+        Ok((k, v))
+    }
+
+    fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor), mask: &Tensor) -> Result<Tensor> {
+        let (rows, len, hidden) = x.dims3()?;
+        let q =
+            self.q_proj.forward(x)?.reshape((rows, len, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()?;
+        let q = self.q_norm.forward(&q)?;
+        let out = grouped_attention(&q, &kv.0, &kv.1, mask, self.kv_heads)?;
+        self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, hidden))?)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Layer {
+    SelfAttention {
+        attn: SelfAttention,
+        mlp: Mlp,
+        input_layernorm: RmsNorm,
+        post_attention_layernorm: RmsNorm,
+    },
+    CrossAttention {
+        attn: CrossAttention,
+        mlp: Mlp,
+        input_layernorm: RmsNorm,
+        post_attention_layernorm: RmsNorm,
+        /// `tanh(cross_attn_attn_gate)`, `tanh(cross_attn_mlp_gate)`.
+        attn_gate: Tensor,
+        mlp_gate: Tensor,
+    },
+}
+
+/// Rotary cosines and sines for the rows' positions, `(rows, len, head_dim / 2)`.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct TextModel {
+    embed_tokens: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    inv_freq: Vec<f32>,
+    config: TextConfig,
+    device: Device,
+    dtype: DType,
+}
+
+impl TextModel {
+    /// `vb` is `language_model`: `model.embed_tokens` (vocab + 8 rows), `model.layers.N`, `model.norm`, `lm_head`.
+    pub fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        let model = vb.pp("model");
+        let h = cfg.hidden_size;
+        let embed_tokens = embedding(cfg.vocab_size + 8, h, model.pp("embed_tokens"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let vb = model.pp("layers").pp(i);
+                let input_layernorm = rms_norm(h, cfg.rms_norm_eps, vb.pp("input_layernorm"))?;
+                let post_attention_layernorm = rms_norm(h, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?;
+                let mlp = Mlp::new(cfg, vb.pp("mlp"))?;
+                Ok(if cfg.cross_attention_layers.contains(&i) {
+                    Layer::CrossAttention {
+                        attn: CrossAttention::new(cfg, vb.pp("cross_attn"))?,
+                        mlp,
+                        input_layernorm,
+                        post_attention_layernorm,
+                        attn_gate: vb.get(1, "cross_attn_attn_gate")?.tanh()?,
+                        mlp_gate: vb.get(1, "cross_attn_mlp_gate")?.tanh()?,
+                    }
+                } else {
+                    Layer::SelfAttention {
+                        attn: SelfAttention::new(cfg, vb.pp("self_attn"))?,
+                        mlp,
+                        input_layernorm,
+                        post_attention_layernorm,
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lm_head = if cfg.tie_word_embeddings {
+            Linear::new(embed_tokens.embeddings().narrow(0, 0, cfg.vocab_size)?, None)
+        } else {
+            linear_no_bias(h, cfg.vocab_size, vb.pp("lm_head"))?
+        };
+        Ok(TextModel {
+            embed_tokens,
+            layers,
+            norm: rms_norm(h, cfg.rms_norm_eps, model.pp("norm"))?,
+            lm_head,
+            inv_freq: rope_inverse_frequencies(cfg),
+            config: cfg.clone(),
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+        })
+    }
+
+    pub fn config(&self) -> &TextConfig {
+        &self.config
+    }
+
+    fn rope(&self, positions: &[Vec<u32>]) -> Result<Rope> {
+        let rows = positions.len();
+        let len = positions.first().map_or(0, Vec::len);
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(rows * len * half);
+        let mut sin = Vec::with_capacity(rows * len * half);
+        for row in positions {
+            for &p in row {
+                for &f in &self.inv_freq {
+                    let angle = f * p as f32;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let make = |v: Vec<f32>| Tensor::from_vec(v, (rows, len, half), &self.device)?.to_dtype(self.dtype);
+        Ok(Rope { cos: make(cos)?, sin: make(sin)? })
+    }
+
+    /// A decoding session over `rows` sequences. `images` holds the projected image features of each row,
+    /// `(rows, vision_tokens, hidden)` (all rows, or `None` for text-only batches).
+    pub fn start(&self, rows: usize, images: Option<ImageContext>) -> Result<TextSession<'_>> {
+        let cross = match &images {
+            Some(context) => self
+                .layers
+                .iter()
+                .map(|layer| match layer {
+                    Layer::CrossAttention { attn, .. } => attn.keys_values(&context.states).map(Some),
+                    Layer::SelfAttention { .. } => Ok(None),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => vec![None; self.layers.len()],
+        };
+        Ok(TextSession {
+            model: self,
+            self_kv: vec![None; self.layers.len()],
+            cross_kv: cross,
+            patches_per_tile: images.as_ref().map_or(0, |c| c.patches_per_tile),
+            token_masks: images.map(|c| c.token_masks),
+            rows: (0..rows).map(|_| RowState::default()).collect(),
+        })
+    }
+
+    /// Runs the decoder over `tokens` (one equal-length slice per row, already left-padded) and returns the
+    /// final-norm hidden states `(rows, len, hidden)`.
+    fn forward(&self, session: &mut TextSession, tokens: &[Vec<u32>], pads: &[usize]) -> Result<Tensor> {
+        let rows = tokens.len();
+        let len = tokens.first().map_or(0, Vec::len);
+        let past = session.rows.first().map_or(0, |r| r.len);
+        let ids = Tensor::from_iter(tokens.iter().flatten().copied(), &self.device)?.reshape((rows, len))?;
+        let mut x = self.embed_tokens.forward(&ids)?;
+
+        // Positions: attention_mask.cumsum(-1) - 1, 1 where padded (prepare_inputs_for_generation).
+        let positions: Vec<Vec<u32>> = pads
+            .iter()
+            .map(|&pad| (past..past + len).map(|j| if j < pad { 1 } else { (j - pad) as u32 }).collect())
+            .collect();
+        let rope = self.rope(&positions)?;
+        let self_mask = causal_padding_mask(pads, past, len, &self.device, self.dtype)?;
+        let cross_masks = match &session.token_masks {
+            Some(masks) => Some(cross_attention_mask(
+                masks,
+                &session.rows,
+                past,
+                len,
+                session.patches_per_tile,
+                &self.device,
+                self.dtype,
+            )?),
+            None => None,
+        };
+
+        for (index, layer) in self.layers.iter().enumerate() {
+            match layer {
+                Layer::SelfAttention { attn, mlp, input_layernorm, post_attention_layernorm } => {
+                    let h =
+                        attn.forward(&input_layernorm.forward(&x)?, &rope, &self_mask, &mut session.self_kv[index])?;
+                    x = (x + h)?;
+                    x = (&x + mlp.forward(&post_attention_layernorm.forward(&x)?)?)?;
+                }
+                Layer::CrossAttention { attn, mlp, input_layernorm, post_attention_layernorm, attn_gate, mlp_gate } => {
+                    // Skipped when the batch has no image (transformers skips it for text-only inputs).
+                    let (Some(kv), Some((mask, row_visible))) = (&session.cross_kv[index], &cross_masks) else {
+                        continue;
+                    };
+                    let h = attn.forward(&input_layernorm.forward(&x)?, kv, mask)?;
+                    x = (&x + h.broadcast_mul(attn_gate)?)?;
+                    let h = mlp.forward(&post_attention_layernorm.forward(&x)?)?.broadcast_mul(row_visible)?;
+                    x = (&x + h.broadcast_mul(mlp_gate)?)?;
+                }
+            }
+        }
+        for row in session.rows.iter_mut() {
+            row.len += len;
+        }
+        self.norm.forward(&x)
+    }
+
+    fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden)?.to_dtype(DType::F32)
+    }
+}
+
+/// Image features of every row and, per row and prompt token, which image tiles it may attend to
+/// (transformers' `cross_attention_mask`, `(tokens, images * tiles)`, 1 = visible). Generated tokens reuse
+/// the last prompt token's row, as `_update_model_kwargs_for_generation` does.
+#[derive(Debug, Clone)]
+pub struct ImageContext {
+    /// `(rows, images * tiles * patches, hidden)`.
+    pub states: Tensor,
+    /// `token_masks[row][token][tile]`.
+    pub token_masks: Vec<Vec<Vec<u8>>>,
+    /// Vision tokens per tile (`num_patches`).
+    pub patches_per_tile: usize,
+}
+
+/// Per-row bookkeeping of a session.
+#[derive(Debug, Clone, Default)]
+struct RowState {
+    /// Tokens fed so far, padding included.
+    len: usize,
+    /// Left padding of the prompt.
+    pad: usize,
+    /// Index of this row in the image context's `token_masks`.
+    source: usize,
+}
+
+/// A text decoder mid-generation over a batch of rows.
+pub struct TextSession<'m> {
+    model: &'m TextModel,
+    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    cross_kv: Vec<Option<(Tensor, Tensor)>>,
+    token_masks: Option<Vec<Vec<Vec<u8>>>>,
+    patches_per_tile: usize,
+    rows: Vec<RowState>,
+}
+
+impl TextSession<'_> {
+    /// Prefill: left-pads the prompts to one length and runs them; returns the hidden states of all positions.
+    fn prefill(&mut self, prompts: &[Vec<u32>]) -> Result<Tensor> {
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let pad_id = self.model.config.pad_token_id.unwrap_or(0);
+        let mut padded = Vec::with_capacity(prompts.len());
+        for ((row, prompt), source) in self.rows.iter_mut().zip(prompts).zip(0..) {
+            row.pad = longest - prompt.len();
+            row.source = source;
+            padded.push(std::iter::repeat_n(pad_id, row.pad).chain(prompt.iter().copied()).collect::<Vec<_>>());
+        }
+        let pads: Vec<usize> = self.rows.iter().map(|r| r.pad).collect();
+        let model = self.model;
+        model.forward(self, &padded, &pads)
+    }
+
+    /// Logits of every prompt position, `(rows, len, vocab)` (parity checks).
+    pub fn prefill_logits(&mut self, prompts: &[Vec<u32>]) -> Result<Tensor> {
+        let hidden = self.prefill(prompts)?;
+        self.model.logits(&hidden)
+    }
+}
+
+impl DecodeSession for TextSession<'_> {
+    fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn forward(&mut self, new_tokens: &[Vec<u32>]) -> Result<Tensor> {
+        let first_call = self.rows.first().is_some_and(|r| r.len == 0);
+        let hidden = if first_call {
+            self.prefill(new_tokens)?
+        } else {
+            let pads: Vec<usize> = self.rows.iter().map(|r| r.pad).collect();
+            let model = self.model;
+            model.forward(self, new_tokens, &pads)?
+        };
+        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?.squeeze(1)?;
+        self.model.logits(&last)
+    }
+
+    fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let index = Tensor::from_iter(rows.iter().map(|&r| r as u32), &self.model.device)?;
+        let pick = |t: &Tensor| t.index_select(&index, 0);
+        for kv in self.self_kv.iter_mut().chain(self.cross_kv.iter_mut()).flatten() {
+            *kv = (pick(&kv.0)?, pick(&kv.1)?);
+        }
+        self.rows = rows.iter().map(|&r| self.rows[r].clone()).collect();
+        Ok(())
+    }
+}
+
+/// Additive mask `(rows, 1, len, past + len)`: causal, and left padding masked with the dtype's minimum
+/// (`_prepare_4d_causal_attention_mask_with_cache_position`).
+fn causal_padding_mask(pads: &[usize], past: usize, len: usize, device: &Device, dtype: DType) -> Result<Tensor> {
+    let total = past + len;
+    let min = dtype_min(dtype);
+    let mut data = Vec::with_capacity(pads.len() * len * total);
+    for &pad in pads {
+        for i in 0..len {
+            data.extend((0..total).map(|j| if j > past + i || j < pad { min } else { 0.0 }));
+        }
+    }
+    Tensor::from_vec(data, (pads.len(), 1, len, total), device)?.to_dtype(dtype)
+}
+
+/// `_prepare_cross_attention_mask` for the rows' tokens `past..past + len`: each tile's visibility repeated
+/// over its `patches` vision tokens, `min` where hidden. A token that sees no tile (left padding, text before
+/// the image) gets an all-zero row and is zeroed after the cross-attention MLP (`full_text_row_masked_out_mask`).
+/// Generated tokens see what the last prompt token sees. Returns the additive mask `(rows, 1, len, vision)` and
+/// the per-token factor `(rows, len, 1)`.
+fn cross_attention_mask(
+    token_masks: &[Vec<Vec<u8>>],
+    rows: &[RowState],
+    past: usize,
+    len: usize,
+    patches: usize,
+    device: &Device,
+    dtype: DType,
+) -> Result<(Tensor, Tensor)> {
+    let tiles = token_masks.first().and_then(|m| m.first()).map_or(0, Vec::len);
+    let min = dtype_min(dtype);
+    let mut mask = Vec::with_capacity(rows.len() * len * tiles * patches);
+    let mut visible = Vec::with_capacity(rows.len() * len);
+    for row in rows {
+        let masks = &token_masks[row.source];
+        for j in past..past + len {
+            let tile_mask = if j < row.pad { None } else { masks.get((j - row.pad).min(masks.len() - 1)) };
+            let any = tile_mask.is_some_and(|m| m.iter().any(|&v| v != 0));
+            visible.push(if any { 1f32 } else { 0.0 });
+            for tile in 0..tiles {
+                let seen = tile_mask.is_some_and(|m| m[tile] != 0);
+                let value = if !any || seen { 0.0 } else { min };
+                mask.extend(std::iter::repeat_n(value, patches));
+            }
+        }
+    }
+    let mask = Tensor::from_vec(mask, (rows.len(), 1, len, tiles * patches), device)?.to_dtype(dtype)?;
+    let visible = Tensor::from_vec(visible, (rows.len(), len, 1), device)?.to_dtype(dtype)?;
+    Ok((mask, visible))
+}
+
+/// Inverse RoPE frequencies in f32 as transformers computes them, with llama3 scaling when configured
+/// (`_compute_default_rope_parameters`, `_compute_llama3_parameters`).
+fn rope_inverse_frequencies(cfg: &TextConfig) -> Vec<f32> {
+    let head_dim = cfg.hidden_size / cfg.num_attention_heads;
+    let base = cfg.rope_theta as f32;
+    let inv: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1.0 / base.powf(i as f32 / head_dim as f32)).collect();
+    let Some(scaling) = cfg.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") else {
+        return inv;
+    };
+    let factor = scaling.factor as f32;
+    let (low, high) = (scaling.low_freq_factor as f32, scaling.high_freq_factor as f32);
+    let old_context = scaling.original_max_position_embeddings as f32;
+    let low_freq_wavelen = old_context / low;
+    let high_freq_wavelen = old_context / high;
+    inv.into_iter()
+        .map(|f| {
+            let wavelen = 2.0 * std::f32::consts::PI / f;
+            let scaled = if wavelen > low_freq_wavelen { f / factor } else { f };
+            let medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+            if medium {
+                let smooth = (old_context / wavelen - low) / (high - low);
+                (1.0 - smooth) * scaled / factor + smooth * scaled
+            } else {
+                scaled
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,209 @@
+//! Parity of the Mllama (Llama 3.2 Vision) port with transformers 4.46.3 on a tiny random-weight checkpoint of
+//! the real Hub layout (`tools/make_fixtures.py mllama` wrote `tests/fixtures/mllama-tiny`): vision features,
+//! projected cross-attention states and logits within 1e-4 in f32, greedy token ids exactly (single, text-only,
+//! a left-padded batch, repetition penalty), loaded from sharded safetensors through the real loading path.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+use vislingo_worker::models::generate::{generate, GenerationParams, RowRequest, Strategy};
+use vislingo_worker::models::hub::{read_json, ModelRepo, ModelSource, WeightFiles};
+use vislingo_worker::models::mllama::{cross_attention_token_masks, ImageContext, Mllama, MllamaConfig, VisionInput};
+
+const F32_TOLERANCE: f32 = 1e-4;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mllama-tiny")
+}
+
+struct Fixture {
+    reference: Value,
+    tensors: HashMap<String, Tensor>,
+    model: Mllama,
+}
+
+fn fixture() -> Fixture {
+    let dir = fixture_dir();
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let tensors = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let repo = ModelRepo::open(ModelSource::Local(dir.clone())).unwrap();
+    let config: MllamaConfig = read_json(&dir.join("config.json")).unwrap();
+    config.validate().unwrap();
+    let weights = WeightFiles::locate(&repo).unwrap();
+    assert!(matches!(&weights, WeightFiles::Safetensors(shards) if shards.len() > 1), "the fixture is sharded");
+    let model = Mllama::new(&config, weights.var_builder(DType::F32, &Device::Cpu).unwrap()).unwrap();
+    Fixture { reference, tensors, model }
+}
+
+impl Fixture {
+    fn tensor(&self, name: &str) -> &Tensor {
+        self.tensors.get(name).unwrap_or_else(|| panic!("reference tensor {name}"))
+    }
+
+    fn case(&self, name: &str) -> &Value {
+        self.reference["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()
+    }
+
+    /// The processor's output for a fixture image, as the model input.
+    fn vision_input(&self, images: &[&str]) -> VisionInput {
+        let pixels: Vec<Tensor> = images
+            .iter()
+            .map(|i| self.tensor(&format!("image.{i}.pixel_values")).squeeze(0).unwrap().squeeze(0).unwrap())
+            .collect();
+        VisionInput {
+            pixel_values: Tensor::stack(&pixels, 0).unwrap(),
+            aspect_ratio_ids: images
+                .iter()
+                .map(|i| self.reference["images"][i]["aspect_ratio_id"].as_u64().unwrap() as u32)
+                .collect(),
+            aspect_ratio_mask: images
+                .iter()
+                .map(|i| ids(&self.reference["images"][i]["aspect_ratio_mask"]).into_iter().map(|v| v as u8).collect())
+                .collect(),
+        }
+    }
+
+    fn max_tiles(&self) -> usize {
+        self.model.config().vision_config.max_num_tiles
+    }
+
+    /// Image context for rows that each hold one image, with masks built from the unpadded prompts.
+    fn image_context(&self, images: &[&str], prompts: &[Vec<u32>]) -> ImageContext {
+        let states = self.model.encode_images(&self.vision_input(images)).unwrap();
+        let token_masks = images
+            .iter()
+            .zip(prompts)
+            .map(|(image, prompt)| {
+                let tiles = self.reference["images"][image]["num_tiles"].as_u64().unwrap() as usize;
+                cross_attention_token_masks(prompt, self.model.config().image_token_index, &[tiles], self.max_tiles())
+            })
+            .collect();
+        ImageContext { states, token_masks, patches_per_tile: self.model.patches_per_tile() }
+    }
+
+    fn greedy(&self, case: &Value, repetition_penalty: f32) -> GenerationParams {
+        GenerationParams {
+            strategy: Strategy::Greedy,
+            max_new_tokens: case["generate_kwargs"]["max_new_tokens"].as_u64().unwrap() as usize,
+            min_new_tokens: 0,
+            eos_token_ids: self.eos_ids(),
+            repetition_penalty,
+        }
+    }
+
+    fn eos_ids(&self) -> Vec<u32> {
+        let generation: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("generation_config.json")).unwrap())
+                .unwrap();
+        ids(&generation["eos_token_id"])
+    }
+}
+
+fn ids(value: &Value) -> Vec<u32> {
+    value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+}
+
+fn max_abs_diff(actual: &Tensor, expected: &Tensor) -> f32 {
+    assert_eq!(actual.dims(), expected.dims(), "shape");
+    (actual - expected).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+const IMAGE_CASES: [(&str, &str); 3] =
+    [("describe_landscape", "landscape"), ("describe_portrait", "portrait"), ("tags_wide", "wide")];
+
+#[test]
+fn vision_features_and_projected_states_match_within_1e4() {
+    let f = fixture();
+    for (case, image) in IMAGE_CASES {
+        let input = f.vision_input(&[image]);
+        let expected = f.tensor(&format!("case.{case}.cross_attention_states"));
+        let states = f.model.encode_images(&input).unwrap();
+        let diff = max_abs_diff(&states.reshape(expected.dims()).unwrap(), expected);
+        assert!(diff < F32_TOLERANCE, "{case}: cross-attention states differ by {diff}");
+    }
+}
+
+#[test]
+fn cross_attention_masks_match_the_processor() {
+    let f = fixture();
+    for (case, image) in IMAGE_CASES {
+        let prompt = ids(&f.case(case)["input_ids"]);
+        let tiles = f.reference["images"][image]["num_tiles"].as_u64().unwrap() as usize;
+        let masks = cross_attention_token_masks(&prompt, f.model.config().image_token_index, &[tiles], f.max_tiles());
+        let expected =
+            f.tensor(&format!("case.{case}.cross_attention_mask")).flatten_all().unwrap().to_vec1::<i64>().unwrap();
+        let actual: Vec<i64> = masks.iter().flatten().map(|&m| m as i64).collect();
+        assert_eq!(actual, expected, "{case}");
+    }
+}
+
+#[test]
+fn prompt_logits_match_within_1e4_with_and_without_images() {
+    let f = fixture();
+    for (case, image) in IMAGE_CASES.iter().map(|(c, i)| (*c, Some(*i))).chain([("text_only", None)]) {
+        let prompt = ids(&f.case(case)["input_ids"]);
+        let context = image.map(|image| f.image_context(&[image], std::slice::from_ref(&prompt)));
+        let mut session = f.model.start(1, context).unwrap();
+        let logits = session.prefill_logits(&[prompt]).unwrap();
+        let diff = max_abs_diff(&logits, f.tensor(&format!("case.{case}.logits")));
+        assert!(diff < F32_TOLERANCE, "{case}: logits differ by {diff}");
+    }
+}
+
+#[test]
+fn greedy_tokens_match_transformers_exactly() {
+    let f = fixture();
+    for (case, image) in IMAGE_CASES.iter().map(|(c, i)| (*c, Some(*i))).chain([("text_only", None)]) {
+        let reference = f.case(case);
+        let prompt = ids(&reference["input_ids"]);
+        let context = image.map(|image| f.image_context(&[image], std::slice::from_ref(&prompt)));
+        let mut session = f.model.start(1, context).unwrap();
+        let request = RowRequest { prompt: prompt.clone(), forced: vec![] };
+        let out = generate(&mut session, &[request], &f.greedy(reference, 1.0)).unwrap();
+        assert_eq!(out[0].new_tokens(), ids(&reference["generated"]).as_slice(), "{case}");
+    }
+}
+
+#[test]
+fn repetition_penalty_matches_transformers() {
+    let f = fixture();
+    let reference = f.case("repetition_penalty");
+    let prompt = ids(&reference["input_ids"]);
+    let context = f.image_context(&["landscape"], std::slice::from_ref(&prompt));
+    let mut session = f.model.start(1, Some(context)).unwrap();
+    let penalty = reference["generate_kwargs"]["repetition_penalty"].as_f64().unwrap() as f32;
+    let out = generate(&mut session, &[RowRequest { prompt, forced: vec![] }], &f.greedy(reference, penalty)).unwrap();
+    assert_eq!(out[0].new_tokens(), ids(&reference["generated"]).as_slice());
+}
+
+#[test]
+fn a_left_padded_batch_matches_transformers_and_each_row_alone() {
+    let f = fixture();
+    let reference = f.case("batch");
+    let images: Vec<&str> = reference["images"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
+    let pad = 604;
+    let prompts: Vec<Vec<u32>> = reference["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(reference["attention_mask"].as_array().unwrap())
+        .map(|(row, mask)| ids(row).into_iter().zip(ids(mask)).filter(|(_, m)| *m == 1).map(|(t, _)| t).collect())
+        .collect();
+    let context = f.image_context(&images, &prompts);
+    let mut session = f.model.start(prompts.len(), Some(context)).unwrap();
+    let requests: Vec<RowRequest> = prompts.iter().map(|p| RowRequest { prompt: p.clone(), forced: vec![] }).collect();
+    let out = generate(&mut session, &requests, &f.greedy(reference, 1.0)).unwrap();
+    let eos = f.eos_ids();
+    for (row, expected) in reference["generated"].as_array().unwrap().iter().enumerate() {
+        let mut expected = ids(expected);
+        if let Some(end) = expected.iter().position(|t| eos.contains(t)) {
+            expected.truncate(end + 1);
+        }
+        while expected.last() == Some(&pad) {
+            expected.pop();
+        }
+        assert_eq!(out[row].new_tokens(), expected.as_slice(), "row {row}");
+    }
+}
