@@ -2,4 +2,5 @@
 //! The `worker` binary (src/main.rs) is a thin CLI over this crate.
 
 pub mod cli;
+pub mod media;
 pub mod models;

@@ -4,6 +4,7 @@
 //! <https://arxiv.org/abs/2407.21783>.
 
 pub mod config;
+pub mod processor;
 pub mod text;
 pub mod vision;
 
@@ -11,6 +12,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 
 pub use config::MllamaConfig;
+pub use processor::{MllamaImageProcessor, MllamaImageProcessorConfig, ProcessedImage, ProcessorError};
 pub use text::{ImageContext, TextModel, TextSession};
 pub use vision::{VisionInput, VisionModel};
 
