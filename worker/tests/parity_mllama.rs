@@ -207,3 +207,35 @@ fn a_left_padded_batch_matches_transformers_and_each_row_alone() {
         assert_eq!(out[row].new_tokens(), expected.as_slice(), "row {row}");
     }
 }
+
+/// The chat template rendered in Rust and tokenized gives the reference processor's `input_ids`, and the whole
+/// path (decode the fixture image, preprocess, prompt, generate) reproduces transformers' greedy answer.
+#[test]
+fn prompts_and_answers_through_the_chat_model_match_transformers() {
+    use vislingo_worker::media::{decode_file, DecodeOptions};
+    use vislingo_worker::models::mllama::chat::{ImagePrompt, MllamaChat};
+
+    let f = fixture();
+    let repo = ModelRepo::open(ModelSource::Local(fixture_dir())).unwrap();
+    let mut chat = MllamaChat::load(&repo, DType::F32, &Device::Cpu).unwrap();
+    chat.date_string = Some(f.reference["date_string"].as_str().unwrap().to_string());
+    let user_text = |case: &Value| -> String {
+        case["content"].as_array().unwrap().iter().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join("")
+    };
+    for case in ["describe_landscape", "describe_portrait", "text_only"] {
+        let reference = f.case(case);
+        let with_image = !reference["images"].is_null();
+        let ids_rust = chat.prompt_ids(&user_text(reference), with_image).unwrap();
+        assert_eq!(ids_rust, ids(&reference["input_ids"]), "{case}: prompt ids");
+    }
+    // PNG input decodes exactly as Pillow, so the answer is the reference's token for token.
+    let reference = f.case("describe_landscape");
+    let image = decode_file(fixture_dir().join("images/landscape.png"), &DecodeOptions::pillow_parity()).unwrap();
+    let text = user_text(reference);
+    let mut settings = chat.default_settings(20);
+    settings.sampling = None;
+    let (answers, _) = chat.answer(&[ImagePrompt { image: &image, text: &text }], &settings).unwrap();
+    assert_eq!(answers[0].prompt_token_ids, ids(&reference["input_ids"]));
+    assert_eq!(answers[0].token_ids, ids(&reference["generated"]));
+    assert_eq!(answers[0].text, reference["text"].as_str().unwrap());
+}

@@ -5,3 +5,4 @@ pub mod generate;
 pub mod hub;
 pub mod mllama;
 pub mod nllb;
+pub mod tokenizer;

@@ -3,6 +3,7 @@
 //! `multi_modal_projector.*`, `language_model.*`). Paper: "The Llama 3 Herd of Models" (2024),
 //! <https://arxiv.org/abs/2407.21783>.
 
+pub mod chat;
 pub mod config;
 pub mod processor;
 pub mod text;

@@ -16,7 +16,7 @@ use crate::models::hub::{read_json, HubError, ModelRepo, WeightFiles};
 pub use config::{GenerationDefaults, M2M100Config};
 pub use model::M2M100;
 pub use segment::{Segmentation, Segmented};
-pub use tokenizer::{NllbTokenizer, TokenizerError};
+pub use tokenizer::{NllbTokenizer, TokenizerError, UnknownLanguage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranslateError {
@@ -32,6 +32,8 @@ pub enum TranslateError {
     },
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    UnknownLanguage(#[from] UnknownLanguage),
     #[error("nothing to translate: text {index} is empty")]
     EmptyText { index: usize },
     #[error("text {index} is too long to translate: {what} has {tokens} tokens and the model takes at most {limit}; split it into sentences (--segment sentences) or shorten it")]
