@@ -1,8 +1,6 @@
 //! `dispatcher`: points at a folder (and, with the fleet, an S3 bucket), lists the assets to describe, and feeds
 //! the job queue. Today it lists assets and the languages vislingo translates into.
 
-mod list;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,7 +44,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::List { source, json } => {
-            let assets = list::list_folder(&source)?;
+            let assets = vislingo_proto::asset::list_folder(&source)?;
             for asset in &assets {
                 if json {
                     let line =

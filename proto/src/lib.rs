@@ -3,6 +3,8 @@
 
 pub mod asset;
 pub mod lang;
+pub mod result;
 
 pub use asset::AssetKind;
 pub use lang::{parse_list, Lang, LangError, TextDirection};
+pub use result::{AssetResult, TaskOutput};

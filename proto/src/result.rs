@@ -1,0 +1,147 @@
+//! The result record written for every asset (`<out>/<asset key>.json` locally, `results/<batch>/<asset key>.json`
+//! in a bucket): what was asked, what the model wrote, its translations, timings, or the error that stopped it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AssetKind, Lang};
+
+/// Bumped when a field changes meaning; readers refuse records of a newer major version.
+pub const RESULT_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssetResult {
+    pub schema_version: u32,
+    /// Key of the asset relative to the listed source (`photos/beach.jpg`).
+    pub asset: String,
+    pub kind: AssetKind,
+    /// The vision-language model that wrote the texts (Hub repo id or folder).
+    pub model: String,
+    /// What was requested; a re-run with the same request skips this asset.
+    pub request: ResultRequest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaInfo>,
+    #[serde(default)]
+    pub outputs: Vec<TaskOutput>,
+    pub timings: Timings,
+    /// Set when the asset could not be processed; `outputs` then holds what was done before the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<AssetError>,
+}
+
+/// The request an asset was processed for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultRequest {
+    pub tasks: Vec<String>,
+    pub langs: Vec<Lang>,
+    /// Translator model, when languages were requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translator: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MediaInfo {
+    pub bytes: u64,
+    pub width: u32,
+    pub height: u32,
+    /// Image tiles or video frames the model saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskOutput {
+    pub task: String,
+    /// The English text the model generated (trimmed).
+    pub text: String,
+    pub generated_tokens: u32,
+    /// Whether the model ended the text itself (otherwise the token limit cut it).
+    pub finished: bool,
+    /// For tag tasks: tags in order of prominence, and sorted (the article's `tags_processed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags_processed: Option<Vec<String>>,
+    #[serde(default)]
+    pub translations: Vec<Translation>,
+    pub generation_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Translation {
+    pub lang: Lang,
+    pub text: String,
+    /// For tag tasks: the translated tags, in the order of `tags`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// Seconds spent per stage of one asset (batch stages are shared among the batch's assets in proportion).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Timings {
+    pub decode_s: f64,
+    pub vision_s: f64,
+    pub generation_s: f64,
+    pub translation_s: f64,
+    pub total_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetError {
+    /// Where it failed: `read`, `decode`, `generate`, `translate`, `write`.
+    pub stage: String,
+    pub message: String,
+}
+
+impl AssetResult {
+    /// Whether this record answers `request` with `model` completely (no error), so a re-run may skip it.
+    pub fn satisfies(&self, model: &str, request: &ResultRequest) -> bool {
+        self.schema_version == RESULT_SCHEMA_VERSION
+            && self.error.is_none()
+            && self.model == model
+            && &self.request == request
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result() -> AssetResult {
+        AssetResult {
+            schema_version: RESULT_SCHEMA_VERSION,
+            asset: "a/b.jpg".into(),
+            kind: AssetKind::Image,
+            model: "m".into(),
+            request: ResultRequest {
+                tasks: vec!["describe".into()],
+                langs: vec![Lang::parse("fr").unwrap()],
+                translator: None,
+            },
+            media: None,
+            outputs: vec![],
+            timings: Timings::default(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_through_json() {
+        let r = result();
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"fra_Latn\""));
+        assert_eq!(serde_json::from_str::<AssetResult>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn only_a_complete_record_for_the_same_model_and_request_satisfies_a_rerun() {
+        let r = result();
+        assert!(r.satisfies("m", &r.request));
+        assert!(!r.satisfies("other", &r.request));
+        let mut more_langs = r.request.clone();
+        more_langs.langs.push(Lang::parse("es").unwrap());
+        assert!(!r.satisfies("m", &more_langs));
+        let failed =
+            AssetResult { error: Some(AssetError { stage: "decode".into(), message: "x".into() }), ..result() };
+        assert!(!failed.satisfies("m", &r.request));
+    }
+}
