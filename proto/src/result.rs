@@ -70,7 +70,7 @@ pub struct TaskOutput {
 pub struct Translation {
     pub lang: Lang,
     pub text: String,
-    /// For tag tasks: the translated tags, in the order of `tags`.
+    /// For tag tasks: each tag translated on its own, in the order of `tags`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
 }

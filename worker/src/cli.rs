@@ -33,6 +33,141 @@ pub enum LogFormat {
 pub enum Command {
     /// Translate a text with NLLB-200 into one or more FLORES-200 languages.
     Translate(TranslateArgs),
+    /// Describe images with the vision-language model (one task or a raw prompt), optionally translated.
+    Describe(DescribeArgs),
+}
+
+/// The vision-language model, its decoding, and the translator.
+#[derive(Debug, Clone, Args)]
+pub struct VisionArgs {
+    /// Vision-language model: a Hugging Face repo id or a local folder.
+    #[arg(long, env = "VISLINGO_MODEL", default_value = "unsloth/Llama-3.2-11B-Vision-Instruct")]
+    pub model: String,
+    /// NLLB translator for --langs: a Hugging Face repo id or a local folder.
+    #[arg(long, env = "VISLINGO_TRANSLATOR", default_value = "facebook/nllb-200-distilled-600M")]
+    pub translator: String,
+    /// Languages to translate into (FLORES-200 codes or aliases, comma-separated); empty: English only.
+    #[arg(long, env = "VISLINGO_LANGS", default_value = "")]
+    pub langs: String,
+    /// A TOML file of task overrides and extra tasks (see worker/src/tasks/builtin.toml).
+    #[arg(long, env = "VISLINGO_TASK_FILE")]
+    pub task_file: Option<std::path::PathBuf>,
+    /// Greedy decoding instead of the checkpoint's sampling defaults.
+    #[arg(long, env = "VISLINGO_GREEDY")]
+    pub greedy: bool,
+    /// Sampling temperature (default: the checkpoint's generation_config.json).
+    #[arg(long, env = "VISLINGO_TEMPERATURE")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling threshold (default: the checkpoint's).
+    #[arg(long, env = "VISLINGO_TOP_P")]
+    pub top_p: Option<f64>,
+    /// Random seed for sampling.
+    #[arg(long, env = "VISLINGO_SEED", default_value_t = 0)]
+    pub seed: u64,
+    /// transformers' repetition_penalty (1.0 = off).
+    #[arg(long, env = "VISLINGO_REPETITION_PENALTY", default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Most tokens per answer (default: each task's own budget).
+    #[arg(long, env = "VISLINGO_MAX_NEW_TOKENS")]
+    pub max_new_tokens: Option<usize>,
+    /// Date printed by chat templates that show one (default: today).
+    #[arg(long, env = "VISLINGO_DATE_STRING")]
+    pub date_string: Option<String>,
+    /// Apply the EXIF orientation of photos (`--exif ignore` reproduces transformers, which ignores it).
+    #[arg(long, env = "VISLINGO_EXIF", value_enum, default_value_t = ExifArg::Apply)]
+    pub exif: ExifArg,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExifArg {
+    Apply,
+    Ignore,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DescribeArgs {
+    /// Image files.
+    #[arg(required = true)]
+    pub images: Vec<std::path::PathBuf>,
+    /// Task: describe, tags, sentiment, ad, or one from --task-file.
+    #[arg(long, env = "VISLINGO_TASK", default_value = "describe")]
+    pub task: String,
+    /// A raw user message instead of the task's prompt (the chat template still applies).
+    #[arg(long, env = "VISLINGO_PROMPT")]
+    pub prompt: Option<String>,
+    /// `text` for people, `json` for programs (prompt and generated ids included).
+    #[arg(long, env = "VISLINGO_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub vision: VisionArgs,
+}
+
+/// Loaded models and pipeline settings from `VisionArgs`.
+pub struct LoadedModels {
+    pub chat: crate::models::mllama::chat::MllamaChat,
+    pub translator: Option<Translator>,
+    pub langs: Vec<Lang>,
+}
+
+impl VisionArgs {
+    /// Loads the vision model, and the translator when languages are requested.
+    pub fn load(&self) -> Result<LoadedModels> {
+        let langs =
+            if self.langs.trim().is_empty() { Vec::new() } else { lang::parse_list(&self.langs).context("--langs")? };
+        let device = parse_device(&self.runtime.device)?;
+        let dtype: DType = self.runtime.dtype.into();
+        let repo = ModelRepo::open(ModelSource::parse(&self.model, self.runtime.revision.as_deref()))
+            .with_context(|| format!("model {}", self.model))?;
+        let mut chat = crate::models::mllama::chat::MllamaChat::load(&repo, dtype, &device)
+            .with_context(|| format!("cannot load vision model {}", self.model))?;
+        chat.date_string = self.date_string.clone();
+        let translator = if langs.is_empty() {
+            None
+        } else {
+            let repo = ModelRepo::open(ModelSource::parse(&self.translator, None))
+                .with_context(|| format!("translator {}", self.translator))?;
+            Some(
+                Translator::load(&repo, dtype, &device)
+                    .with_context(|| format!("cannot load translator {}", self.translator))?,
+            )
+        };
+        Ok(LoadedModels { chat, translator, langs })
+    }
+
+    /// Decoding settings: the checkpoint's defaults, overridden by the flags.
+    pub fn decode_settings(
+        &self,
+        chat: &crate::models::mllama::chat::MllamaChat,
+    ) -> crate::models::mllama::chat::DecodeSettings {
+        let mut settings = chat.default_settings(self.max_new_tokens.unwrap_or(512));
+        if self.greedy {
+            settings.sampling = None;
+        } else if self.temperature.is_some() || self.top_p.is_some() {
+            let (t, p) = settings.sampling.unwrap_or((1.0, 1.0));
+            settings.sampling = Some((self.temperature.unwrap_or(t), self.top_p.unwrap_or(p)));
+        }
+        settings.seed = self.seed;
+        settings.repetition_penalty = self.repetition_penalty;
+        settings
+    }
+
+    pub fn tasks(&self) -> Result<crate::tasks::TaskSet> {
+        let mut tasks = crate::tasks::TaskSet::builtin();
+        if let Some(path) = &self.task_file {
+            tasks.apply_overrides_file(path)?;
+        }
+        Ok(tasks)
+    }
+
+    pub fn decode_options(&self) -> crate::media::DecodeOptions {
+        let mut options = crate::media::DecodeOptions::default();
+        if self.exif == ExifArg::Ignore {
+            options.exif = crate::media::ExifOrientation::Ignore;
+        }
+        options
+    }
 }
 
 /// Where and how a model runs.
@@ -145,6 +280,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Translate(args) => translate(args),
+        Command::Describe(args) => describe(args),
     }
 }
 
@@ -197,6 +333,81 @@ fn print_translation(translated: &Translated, format: OutputFormat) -> Result<()
                 println!("[{} {}] {}", t.lang.code(), t.lang.name(), t.text);
             }
         }
+    }
+    Ok(())
+}
+
+fn describe(args: DescribeArgs) -> Result<()> {
+    let task_set = args.vision.tasks()?;
+    let mut task = task_set.get(&args.task)?.clone();
+    if let Some(prompt) = &args.prompt {
+        task.prompt = prompt.clone();
+        task.video_prompt = prompt.clone();
+    }
+    let models = args.vision.load()?;
+    let pipeline = crate::pipeline::Pipeline {
+        chat: &models.chat,
+        translator: models.translator.as_ref(),
+        settings: crate::pipeline::PipelineSettings {
+            tasks: vec![task],
+            langs: models.langs.clone(),
+            source_lang: Lang::parse("eng_Latn").expect("English is a FLORES-200 code"),
+            decode: args.vision.decode_options(),
+            generation: args.vision.decode_settings(&models.chat),
+            max_new_tokens: args.vision.max_new_tokens,
+            translation: TranslateOptions::default(),
+        },
+    };
+    let assets = args
+        .images
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Ok(crate::pipeline::AssetBytes { key: path.display().to_string(), bytes })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let processed = pipeline.process(&assets);
+    let mut failed = 0;
+    let mut objects = Vec::new();
+    for p in &processed {
+        let result = &p.result;
+        if let Some(error) = &result.error {
+            failed += 1;
+            eprintln!("error: {} ({} stage)", error.message, error.stage);
+        }
+        let output = result.outputs.first();
+        let answer = p.answers.first().and_then(|a| a.as_ref());
+        match args.format {
+            OutputFormat::Json => objects.push(serde_json::json!({
+                "asset": result.asset,
+                "task": output.map(|o| o.task.clone()),
+                "prompt_token_ids": answer.map(|a| a.prompt_token_ids.clone()),
+                "token_ids": answer.map(|a| a.token_ids.clone()),
+                "text": output.map(|o| o.text.clone()),
+                "tags": output.and_then(|o| o.tags.clone()),
+                "tags_processed": output.and_then(|o| o.tags_processed.clone()),
+                "translations": output.map(|o| o.translations.clone()).unwrap_or_default(),
+                "media": result.media,
+                "timings": result.timings,
+                "error": result.error,
+            })),
+            OutputFormat::Text => {
+                if let Some(output) = output {
+                    println!("== {}", result.asset);
+                    println!("{}", output.text);
+                    for t in &output.translations {
+                        println!("[{} {}] {}", t.lang.code(), t.lang.name(), t.text);
+                    }
+                }
+            }
+        }
+    }
+    if args.format == OutputFormat::Json {
+        let json = if objects.len() == 1 { objects.remove(0) } else { serde_json::Value::Array(objects) };
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    if failed > 0 {
+        bail!("{failed} of {} images failed", processed.len());
     }
     Ok(())
 }

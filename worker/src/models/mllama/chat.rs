@@ -92,6 +92,8 @@ pub struct Answer {
     pub text: String,
     /// Whether an end token stopped it (otherwise `max_new_tokens` did).
     pub finished: bool,
+    /// Image tiles the model saw.
+    pub num_tiles: usize,
 }
 
 /// Time spent on a batch, for the per-asset statistics.
@@ -268,10 +270,11 @@ impl MllamaChat {
         let answers = generated
             .into_iter()
             .zip(ids)
-            .map(|(out, prompt_token_ids)| {
+            .zip(&processed)
+            .map(|((out, prompt_token_ids), image)| {
                 let token_ids = out.new_tokens().to_vec();
                 let text = self.tokenizer.decode(&token_ids, true)?;
-                Ok(Answer { prompt_token_ids, token_ids, text, finished: out.finished })
+                Ok(Answer { prompt_token_ids, token_ids, text, finished: out.finished, num_tiles: image.num_tiles })
             })
             .collect::<Result<Vec<_>, ChatError>>()?;
         Ok((answers, timings))
