@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use self::tags::{join_for_translation, parse_tags, parse_translated_tags, Tags};
+pub use self::tags::{parse_tags, Tags};
 /// Whether a task runs on a still image or on a video clip; it picks [`Task::prompt_for`]'s prompt.
 pub use vislingo_proto::AssetKind as MediaKind;
 
@@ -74,8 +74,7 @@ pub struct Task {
     pub kind: TaskKind,
     /// The generation budget for the answer.
     pub max_new_tokens: usize,
-    /// Whether the answer is translated into the job's languages. A `Tags` answer is translated as one line,
-    /// [`join_for_translation`], and split again with [`parse_translated_tags`].
+    /// Whether the answer is translated into the job's languages. A `Tags` answer is translated tag by tag.
     pub translate: bool,
     /// One line for listings and `--help`.
     pub description: String,

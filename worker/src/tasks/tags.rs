@@ -50,11 +50,8 @@
 //!
 //! # Translation
 //!
-//! A tag list is translated as one line: [`join_for_translation`] joins the tags with `, `, the translator
-//! translates that line (one NLLB segment, which gives every tag the context of the others: `bank` beside
-//! `river` and `water`), and [`parse_translated_tags`] splits the result again with the same rules, allowing
-//! [`MAX_TRANSLATED_TAG_WORDS`] words (a two-word English tag may need five in French). NLLB may merge,
-//! split or drop items, so the translated list is not aligned with the English one and may differ in length.
+//! Each tag is translated on its own (a short NLLB segment), so the translated list stays aligned with the
+//! English one, tag for tag; the pipeline does this (worker/src/pipeline.rs).
 
 use std::collections::HashSet;
 
@@ -62,12 +59,8 @@ use serde::{Deserialize, Serialize};
 
 /// The most words an English tag may have.
 pub const MAX_TAG_WORDS: usize = 4;
-/// The most words a translated tag may have.
-pub const MAX_TRANSLATED_TAG_WORDS: usize = 8;
 /// The most characters a tag may have.
 pub const MAX_TAG_CHARS: usize = 64;
-/// How [`join_for_translation`] joins tags.
-pub const TRANSLATION_SEPARATOR: &str = ", ";
 
 /// Parsed tags, as stored in a result.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,17 +87,6 @@ impl Tags {
 /// Reads a model's tag-list answer (see the module docs for the rules).
 pub fn parse_tags(text: &str) -> Tags {
     parse_with(text, MAX_TAG_WORDS)
-}
-
-/// Reads the translator's output of a [`join_for_translation`] line: the same rules as [`parse_tags`] with
-/// [`MAX_TRANSLATED_TAG_WORDS`] words per tag.
-pub fn parse_translated_tags(text: &str) -> Tags {
-    parse_with(text, MAX_TRANSLATED_TAG_WORDS)
-}
-
-/// The line a tag list is translated as: the tags joined with [`TRANSLATION_SEPARATOR`].
-pub fn join_for_translation(tags: &[String]) -> String {
-    tags.join(TRANSLATION_SEPARATOR)
 }
 
 fn parse_with(text: &str, max_words: usize) -> Tags {
@@ -684,22 +666,14 @@ mod tests {
     }
 
     #[test]
-    fn translation_joins_with_commas_and_splits_again() {
-        let english = parse_tags("sunset, beach, palm trees");
-        assert_eq!(join_for_translation(&english.tags), "sunset, beach, palm trees");
-        let french = parse_translated_tags("coucher de soleil, plage, palmiers sur la plage de sable");
-        assert_eq!(french.tags, ["coucher de soleil", "plage", "palmiers sur la plage de sable"]);
-    }
-
-    #[test]
-    fn translated_lists_split_at_cjk_and_arabic_commas() {
-        assert_eq!(parse_translated_tags("日落、海滩，海洋").tags, ["日落", "海滩", "海洋"]);
-        assert_eq!(parse_translated_tags("غروب الشمس، شاطئ").tags, ["غروب الشمس", "شاطئ"]);
+    fn lists_split_at_cjk_and_arabic_commas() {
+        assert_eq!(parse_tags("日落、海滩，海洋").tags, ["日落", "海滩", "海洋"]);
+        assert_eq!(parse_tags("غروب الشمس، شاطئ").tags, ["غروب الشمس", "شاطئ"]);
     }
 
     #[test]
     fn catalan_middle_dot_inside_a_word_is_not_a_separator() {
-        assert_eq!(parse_translated_tags("col·lecció, platja").tags, ["col·lecció", "platja"]);
+        assert_eq!(parse_tags("col·lecció, platja").tags, ["col·lecció", "platja"]);
     }
 
     #[test]
