@@ -10,6 +10,7 @@ use vislingo_proto::{lang, Lang};
 
 use crate::models::generate::EarlyStopping;
 use crate::models::hub::{ModelRepo, ModelSource};
+use crate::models::mllama::chat::DecodeSettings;
 use crate::models::nllb::{Sampling, Segmentation, TranslateOptions, Translated, Translator};
 
 /// vislingo worker: describes images and videos with a vision-language model and translates the results.
@@ -35,6 +36,8 @@ pub enum Command {
     Translate(TranslateArgs),
     /// Describe images with the vision-language model (one task or a raw prompt), optionally translated.
     Describe(DescribeArgs),
+    /// Describe every image of a folder: one JSON result per image under --out, resumable, with a summary.
+    Run(crate::run::RunArgs),
 }
 
 /// The vision-language model, its decoding, and the translator.
@@ -64,15 +67,18 @@ pub struct VisionArgs {
     /// Random seed for sampling.
     #[arg(long, env = "VISLINGO_SEED", default_value_t = 0)]
     pub seed: u64,
-    /// transformers' repetition_penalty (1.0 = off).
-    #[arg(long, env = "VISLINGO_REPETITION_PENALTY", default_value_t = 1.0)]
-    pub repetition_penalty: f32,
+    /// transformers' repetition_penalty (1.0 = off; default: the checkpoint's).
+    #[arg(long, env = "VISLINGO_REPETITION_PENALTY")]
+    pub repetition_penalty: Option<f32>,
     /// Most tokens per answer (default: each task's own budget).
     #[arg(long, env = "VISLINGO_MAX_NEW_TOKENS")]
     pub max_new_tokens: Option<usize>,
     /// Date printed by chat templates that show one (default: today).
     #[arg(long, env = "VISLINGO_DATE_STRING")]
     pub date_string: Option<String>,
+    /// Quantize the text decoder's linear layers as they load (q4k fits the 11B model in 16 GB with the translator).
+    #[arg(long, env = "VISLINGO_QUANT", value_enum, default_value_t = crate::models::quant::Quant::None)]
+    pub quant: crate::models::quant::Quant,
     /// Apply the EXIF orientation of photos (`--exif ignore` reproduces transformers, which ignores it).
     #[arg(long, env = "VISLINGO_EXIF", value_enum, default_value_t = ExifArg::Apply)]
     pub exif: ExifArg,
@@ -120,7 +126,7 @@ impl VisionArgs {
         let dtype: DType = self.runtime.dtype.into();
         let repo = ModelRepo::open(ModelSource::parse(&self.model, self.runtime.revision.as_deref()))
             .with_context(|| format!("model {}", self.model))?;
-        let mut chat = crate::models::mllama::chat::MllamaChat::load(&repo, dtype, &device)
+        let mut chat = crate::models::mllama::chat::MllamaChat::load(&repo, dtype, &device, self.quant)
             .with_context(|| format!("cannot load vision model {}", self.model))?;
         chat.date_string = self.date_string.clone();
         let translator = if langs.is_empty() {
@@ -136,21 +142,17 @@ impl VisionArgs {
         Ok(LoadedModels { chat, translator, langs })
     }
 
-    /// Decoding settings: the checkpoint's defaults, overridden by the flags.
-    pub fn decode_settings(
-        &self,
-        chat: &crate::models::mllama::chat::MllamaChat,
-    ) -> crate::models::mllama::chat::DecodeSettings {
-        let mut settings = chat.default_settings(self.max_new_tokens.unwrap_or(512));
-        if self.greedy {
-            settings.sampling = None;
-        } else if self.temperature.is_some() || self.top_p.is_some() {
-            let (t, p) = settings.sampling.unwrap_or((1.0, 1.0));
-            settings.sampling = Some((self.temperature.unwrap_or(t), self.top_p.unwrap_or(p)));
-        }
-        settings.seed = self.seed;
-        settings.repetition_penalty = self.repetition_penalty;
-        settings
+    /// The checkpoint's decoding (`MllamaChat::default_settings`) with --greedy, --temperature (0 = greedy),
+    /// --top-p, --seed and --repetition-penalty applied.
+    pub fn decode_settings(&self, checkpoint: DecodeSettings) -> DecodeSettings {
+        let checkpoint_top_p = checkpoint.sampling.map_or(1.0, |(_, top_p)| top_p);
+        let sampling = match (self.greedy, self.temperature) {
+            (true, _) | (false, Some(0.0)) => None,
+            (false, Some(temperature)) => Some((temperature, self.top_p.unwrap_or(checkpoint_top_p))),
+            (false, None) => checkpoint.sampling.map(|(temperature, top_p)| (temperature, self.top_p.unwrap_or(top_p))),
+        };
+        let repetition_penalty = self.repetition_penalty.unwrap_or(checkpoint.repetition_penalty);
+        DecodeSettings { sampling, seed: self.seed, repetition_penalty, ..checkpoint }
     }
 
     pub fn tasks(&self) -> Result<crate::tasks::TaskSet> {
@@ -280,6 +282,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Translate(args) => translate(args),
+        Command::Run(args) => crate::run::run(args),
         Command::Describe(args) => describe(args),
     }
 }
@@ -353,7 +356,7 @@ fn describe(args: DescribeArgs) -> Result<()> {
             langs: models.langs.clone(),
             source_lang: Lang::parse("eng_Latn").expect("English is a FLORES-200 code"),
             decode: args.vision.decode_options(),
-            generation: args.vision.decode_settings(&models.chat),
+            generation: args.vision.decode_settings(models.chat.default_settings(512)),
             max_new_tokens: args.vision.max_new_tokens,
             translation: TranslateOptions::default(),
         },
@@ -410,4 +413,42 @@ fn describe(args: DescribeArgs) -> Result<()> {
         bail!("{failed} of {} images failed", processed.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_with(flags: &[&str]) -> DecodeSettings {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            vision: VisionArgs,
+        }
+        let args = Wrapper::parse_from(std::iter::once("worker").chain(flags.iter().copied()));
+        let checkpoint =
+            DecodeSettings { max_new_tokens: 0, sampling: Some((0.6, 0.9)), seed: 0, repetition_penalty: 1.1 };
+        args.vision.decode_settings(checkpoint)
+    }
+
+    #[test]
+    fn sampling_flags_override_the_checkpoint_and_greedy_wins() {
+        assert_eq!(settings_with(&[]).sampling, Some((0.6, 0.9)));
+        assert_eq!(settings_with(&["--temperature", "0.3"]).sampling, Some((0.3, 0.9)));
+        assert_eq!(settings_with(&["--top-p", "0.5"]).sampling, Some((0.6, 0.5)));
+        assert_eq!(settings_with(&["--temperature", "0"]).sampling, None);
+        assert_eq!(settings_with(&["--greedy", "--temperature", "0.3"]).sampling, None);
+        let settings = settings_with(&["--seed", "5"]);
+        assert_eq!((settings.seed, settings.repetition_penalty), (5, 1.1));
+        assert_eq!(settings_with(&["--repetition-penalty", "1.3"]).repetition_penalty, 1.3);
+    }
+
+    #[test]
+    fn devices_parse_and_cuda_without_the_feature_is_a_clear_error() {
+        assert!(matches!(parse_device("cpu").unwrap(), Device::Cpu));
+        assert!(parse_device("tpu").unwrap_err().to_string().contains("expected cpu, cuda or cuda:N"));
+        if !candle_core::utils::cuda_is_available() {
+            assert!(parse_device("cuda:0").unwrap_err().to_string().contains("--features cuda"));
+        }
+    }
 }

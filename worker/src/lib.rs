@@ -5,4 +5,5 @@ pub mod cli;
 pub mod media;
 pub mod models;
 pub mod pipeline;
+pub mod run;
 pub mod tasks;

@@ -5,4 +5,5 @@ pub mod generate;
 pub mod hub;
 pub mod mllama;
 pub mod nllb;
+pub mod quant;
 pub mod tokenizer;

@@ -12,6 +12,7 @@ use crate::media::RgbImage;
 use crate::models::chat_template::{ChatTemplate, ChatTemplateError, Content, Message};
 use crate::models::generate::{self, GenerateError, GenerationParams, RowRequest, Strategy};
 use crate::models::hub::{read_json, HubError, ModelRepo, WeightFiles};
+use crate::models::quant::Quant;
 use crate::models::tokenizer::{HfTokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +120,7 @@ pub struct MllamaChat {
 }
 
 impl MllamaChat {
-    pub fn load(repo: &ModelRepo, dtype: DType, device: &Device) -> Result<MllamaChat, ChatError> {
+    pub fn load(repo: &ModelRepo, dtype: DType, device: &Device, quant: Quant) -> Result<MllamaChat, ChatError> {
         let name = repo.source().to_string();
         let config: MllamaConfig = read_json(&repo.require("config.json")?)?;
         config.validate().map_err(|reason| ChatError::Config { model: name.clone(), reason })?;
@@ -149,9 +150,9 @@ impl MllamaChat {
             .map(|ids| ids.to_vec())
             .unwrap_or_else(|| tokenizer.token_id(&eos_token).map(|id| vec![id]).unwrap_or_default());
         let weights = WeightFiles::locate(repo)?;
-        let model = Mllama::new(&config, weights.var_builder(dtype, device)?)
+        let model = Mllama::new_quantized(&config, weights.var_builder(dtype, device)?, quant)
             .map_err(|source| ChatError::Weights { model: name.clone(), source })?;
-        tracing::info!(model = %name, ?dtype, "vision model loaded");
+        tracing::info!(model = %name, ?dtype, %quant, "vision model loaded");
         Ok(MllamaChat {
             model,
             tokenizer,

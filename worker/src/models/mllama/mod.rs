@@ -12,6 +12,8 @@ pub mod vision;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 
+use crate::models::quant::Quant;
+
 pub use config::MllamaConfig;
 pub use processor::{MllamaImageProcessor, MllamaImageProcessorConfig, ProcessedImage, ProcessorError};
 pub use text::{ImageContext, TextModel, TextSession};
@@ -27,6 +29,11 @@ pub struct Mllama {
 
 impl Mllama {
     pub fn new(config: &MllamaConfig, vb: VarBuilder) -> Result<Self> {
+        Self::new_quantized(config, vb, Quant::None)
+    }
+
+    /// Loads the model, quantizing the text decoder's linear layers in place (`--quant`).
+    pub fn new_quantized(config: &MllamaConfig, vb: VarBuilder, quant: Quant) -> Result<Self> {
         Ok(Mllama {
             vision: VisionModel::new(&config.vision_config, vb.pp("vision_model"))?,
             projector: linear(
@@ -34,7 +41,7 @@ impl Mllama {
                 config.text_config.hidden_size,
                 vb.pp("multi_modal_projector"),
             )?,
-            text: TextModel::new(&config.text_config, vb.pp("language_model"))?,
+            text: TextModel::new(&config.text_config, vb.pp("language_model"), quant)?,
             config: config.clone(),
         })
     }

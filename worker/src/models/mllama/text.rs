@@ -6,6 +6,8 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{embedding, linear_no_bias, Embedding, Linear, RmsNorm, VarBuilder};
 
+use crate::models::quant::{QLinear, Quant};
+
 use super::config::TextConfig;
 use super::vision::{dtype_min, softmax_f32};
 use crate::models::generate::DecodeSession;
@@ -16,18 +18,18 @@ fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
 
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+    gate_proj: QLinear,
+    up_proj: QLinear,
+    down_proj: QLinear,
 }
 
 impl Mlp {
-    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
-            gate_proj: linear_no_bias(h, i, vb.pp("gate_proj"))?,
-            up_proj: linear_no_bias(h, i, vb.pp("up_proj"))?,
-            down_proj: linear_no_bias(i, h, vb.pp("down_proj"))?,
+            gate_proj: QLinear::load(h, i, false, vb.pp("gate_proj"), quant)?,
+            up_proj: QLinear::load(h, i, false, vb.pp("up_proj"), quant)?,
+            down_proj: QLinear::load(i, h, false, vb.pp("down_proj"), quant)?,
         })
     }
 
@@ -52,24 +54,24 @@ fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, kv_heads
 
 #[derive(Debug, Clone)]
 struct SelfAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    q_proj: QLinear,
+    k_proj: QLinear,
+    v_proj: QLinear,
+    o_proj: QLinear,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
 }
 
 impl SelfAttention {
-    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant) -> Result<Self> {
         let head_dim = cfg.hidden_size / cfg.num_attention_heads;
         let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim);
         Ok(SelfAttention {
-            q_proj: linear_no_bias(h, q, vb.pp("q_proj"))?,
-            k_proj: linear_no_bias(h, kv, vb.pp("k_proj"))?,
-            v_proj: linear_no_bias(h, kv, vb.pp("v_proj"))?,
-            o_proj: linear_no_bias(q, h, vb.pp("o_proj"))?,
+            q_proj: QLinear::load(h, q, false, vb.pp("q_proj"), quant)?,
+            k_proj: QLinear::load(h, kv, false, vb.pp("k_proj"), quant)?,
+            v_proj: QLinear::load(h, kv, false, vb.pp("v_proj"), quant)?,
+            o_proj: QLinear::load(q, h, false, vb.pp("o_proj"), quant)?,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
             head_dim,
@@ -96,10 +98,10 @@ impl SelfAttention {
 
 #[derive(Debug, Clone)]
 struct CrossAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    q_proj: QLinear,
+    k_proj: QLinear,
+    v_proj: QLinear,
+    o_proj: QLinear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
     heads: usize,
@@ -108,14 +110,14 @@ struct CrossAttention {
 }
 
 impl CrossAttention {
-    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant) -> Result<Self> {
         let head_dim = cfg.hidden_size / cfg.num_attention_heads;
         let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim);
         Ok(CrossAttention {
-            q_proj: linear_no_bias(h, q, vb.pp("q_proj"))?,
-            k_proj: linear_no_bias(h, kv, vb.pp("k_proj"))?,
-            v_proj: linear_no_bias(h, kv, vb.pp("v_proj"))?,
-            o_proj: linear_no_bias(q, h, vb.pp("o_proj"))?,
+            q_proj: QLinear::load(h, q, false, vb.pp("q_proj"), quant)?,
+            k_proj: QLinear::load(h, kv, false, vb.pp("k_proj"), quant)?,
+            v_proj: QLinear::load(h, kv, false, vb.pp("v_proj"), quant)?,
+            o_proj: QLinear::load(q, h, false, vb.pp("o_proj"), quant)?,
             q_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("q_norm"))?,
             k_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("k_norm"))?,
             heads: cfg.num_attention_heads,
@@ -182,7 +184,8 @@ pub struct TextModel {
 
 impl TextModel {
     /// `vb` is `language_model`: `model.embed_tokens` (vocab + 8 rows), `model.layers.N`, `model.norm`, `lm_head`.
-    pub fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+    /// `quant` quantizes the decoder layers' linear weights as they load (the embeddings and LM head stay dense).
+    pub fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant) -> Result<Self> {
         let model = vb.pp("model");
         let h = cfg.hidden_size;
         let embed_tokens = embedding(cfg.vocab_size + 8, h, model.pp("embed_tokens"))?;
@@ -191,10 +194,10 @@ impl TextModel {
                 let vb = model.pp("layers").pp(i);
                 let input_layernorm = rms_norm(h, cfg.rms_norm_eps, vb.pp("input_layernorm"))?;
                 let post_attention_layernorm = rms_norm(h, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?;
-                let mlp = Mlp::new(cfg, vb.pp("mlp"))?;
+                let mlp = Mlp::new(cfg, vb.pp("mlp"), quant)?;
                 Ok(if cfg.cross_attention_layers.contains(&i) {
                     Layer::CrossAttention {
-                        attn: CrossAttention::new(cfg, vb.pp("cross_attn"))?,
+                        attn: CrossAttention::new(cfg, vb.pp("cross_attn"), quant)?,
                         mlp,
                         input_layernorm,
                         post_attention_layernorm,
@@ -203,7 +206,7 @@ impl TextModel {
                     }
                 } else {
                     Layer::SelfAttention {
-                        attn: SelfAttention::new(cfg, vb.pp("self_attn"))?,
+                        attn: SelfAttention::new(cfg, vb.pp("self_attn"), quant)?,
                         mlp,
                         input_layernorm,
                         post_attention_layernorm,
