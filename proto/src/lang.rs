@@ -879,8 +879,9 @@ fn suggest(key: &str) -> Vec<&'static str> {
     ranked.into_iter().take(3).map(|(lang, _)| lang.code()).collect()
 }
 
-/// Optimal string alignment distance: Levenshtein plus transposition of adjacent characters.
-fn edit_distance(a: &[char], b: &[char]) -> usize {
+/// Optimal string alignment distance: Levenshtein plus transposition of adjacent characters. Used for the
+/// "did you mean" suggestions of language codes and task names.
+pub fn edit_distance(a: &[char], b: &[char]) -> usize {
     let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for (i, row) in rows.iter_mut().enumerate() {
         row[0] = i;

@@ -29,6 +29,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use vislingo_proto::lang::edit_distance;
 
 pub use self::tags::{parse_tags, Tags};
 /// Whether a task runs on a still image or on a video clip; it picks [`Task::prompt_for`]'s prompt.
@@ -359,28 +360,6 @@ fn nearest<'a>(input: &str, known: &[&'a str]) -> Option<&'a str> {
         .filter(|(distance, length, _)| *distance <= (length / 3).max(1))
         .min_by_key(|(distance, _, _)| *distance)
         .map(|(_, _, name)| name)
-}
-
-/// Optimal string alignment distance: Levenshtein plus transposition of adjacent characters.
-fn edit_distance(a: &[char], b: &[char]) -> usize {
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let substitution = usize::from(a[i - 1] != b[j - 1]);
-            let mut distance = (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + substitution);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                distance = distance.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = distance;
-        }
-    }
-    rows[a.len()][b.len()]
 }
 
 #[cfg(test)]
