@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use serde_json::json;
 use vislingo_proto::Lang;
+use vislingo_worker::models::generate::argmax;
 use vislingo_worker::models::generate::DecodeSession;
 use vislingo_worker::models::hub::{ModelRepo, ModelSource};
 use vislingo_worker::models::nllb::{Segmentation, TranslateOptions, TranslationJob, Translator};
@@ -413,14 +414,4 @@ fn time_it(reps: usize, mut f: impl FnMut() -> candle_core::Result<Tensor>) -> R
         f()?;
     }
     Ok(clock.elapsed().as_secs_f64() / reps as f64)
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best
 }

@@ -189,7 +189,7 @@ fn log_softmax_in_place(row: &mut [f32]) {
 }
 
 /// Index of the first maximum (torch.argmax picks the first on ties).
-fn argmax(row: &[f32]) -> usize {
+pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in row.iter().enumerate() {
         if x > row[best] {
