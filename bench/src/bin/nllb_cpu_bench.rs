@@ -175,11 +175,11 @@ fn main() -> Result<()> {
         "load_s": load_s,
         "times_s": times,
         "median_s": median(&times),
-        "contention": contention.iter().map(Load::to_json).collect::<Vec<_>>(),
+        "contention": contention.iter().map(|load| load.json()).collect::<Vec<_>>(),
         "discarded_runs": discarded
             .iter()
             .map(|(time, load)| {
-                let mut entry = load.to_json();
+                let mut entry = load.json();
                 entry["time_s"] = json!(time);
                 entry
             })
@@ -204,7 +204,7 @@ struct Load {
 }
 
 impl Load {
-    fn to_json(&self) -> serde_json::Value {
+    fn json(self) -> serde_json::Value {
         json!({ "cpu_wait": self.cpu_wait, "other_cores_busy": self.other_cores })
     }
 }
