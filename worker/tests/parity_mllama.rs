@@ -251,25 +251,35 @@ fn last_prompt_logits(model: &Mllama, input: &VisionInput, prompt: &[u32], f: &F
     logits.narrow(1, prompt.len() - 1, 1).unwrap().squeeze(1).unwrap()
 }
 
+/// The describe_landscape prompt, its reference last-position logits and their largest magnitude.
+fn landscape_reference(f: &Fixture) -> (Vec<u32>, Tensor, f32) {
+    let prompt = ids(&f.case("describe_landscape")["input_ids"]);
+    let expected = f.tensor("case.describe_landscape.logits_last").clone();
+    let range = expected.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    (prompt, expected, range)
+}
+
+/// The fixture model loaded in another dtype or with quantized text linears.
+fn model_variant(dtype: DType, quant: Quant) -> Mllama {
+    let config: MllamaConfig = read_json(&fixture_dir().join("config.json")).unwrap();
+    let repo = ModelRepo::open(ModelSource::Local(fixture_dir())).unwrap();
+    let vb = WeightFiles::locate(&repo).unwrap().var_builder(dtype, &Device::Cpu).unwrap();
+    Mllama::new_quantized(&config, vb, quant).unwrap()
+}
+
 /// Half precision rounds weights and activations; logits are compared relative to their range. Measured on this
 /// fixture: 9.3e-4 in f16 and 9.6e-3 in bf16 of the largest logit; the bounds leave 3-5x that.
 #[test]
 fn f16_and_bf16_logits_stay_close_to_f32() {
     let f = fixture();
-    let case = f.case("describe_landscape");
-    let prompt = ids(&case["input_ids"]);
-    let expected = f.tensor("case.describe_landscape.logits_last");
-    let range = expected.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-    let config: MllamaConfig = read_json(&fixture_dir().join("config.json")).unwrap();
-    let repo = ModelRepo::open(ModelSource::Local(fixture_dir())).unwrap();
+    let (prompt, expected, range) = landscape_reference(&f);
     for (dtype, tolerance) in [(DType::F16, 0.005f32), (DType::BF16, 0.03)] {
-        let vb = WeightFiles::locate(&repo).unwrap().var_builder(dtype, &Device::Cpu).unwrap();
-        let model = Mllama::new(&config, vb).unwrap();
+        let model = model_variant(dtype, Quant::None);
         assert_eq!(model.dtype(), dtype);
         let mut input = f.vision_input(&["landscape"]);
         input.pixel_values = input.pixel_values.to_dtype(dtype).unwrap();
         let last = last_prompt_logits(&model, &input, &prompt, &f);
-        let relative = max_abs_diff(&last, expected) / range;
+        let relative = max_abs_diff(&last, &expected) / range;
         println!("{dtype:?}: max |diff| / max |logit| = {relative:.2e}");
         assert!(relative < tolerance, "{dtype:?}: relative error {relative}");
     }
@@ -282,17 +292,11 @@ fn f16_and_bf16_logits_stay_close_to_f32() {
 #[test]
 fn quantized_text_decoder_logits_stay_close_to_the_reference() {
     let f = fixture();
-    let case = f.case("describe_landscape");
-    let prompt = ids(&case["input_ids"]);
-    let expected = f.tensor("case.describe_landscape.logits_last");
-    let range = expected.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-    let config: MllamaConfig = read_json(&fixture_dir().join("config.json")).unwrap();
-    let repo = ModelRepo::open(ModelSource::Local(fixture_dir())).unwrap();
+    let (prompt, expected, range) = landscape_reference(&f);
     for (quant, tolerance) in [(Quant::Q8_0, 0.05f32), (Quant::Q4k, F32_TOLERANCE)] {
-        let vb = WeightFiles::locate(&repo).unwrap().var_builder(DType::F32, &Device::Cpu).unwrap();
-        let model = Mllama::new_quantized(&config, vb, quant).unwrap();
+        let model = model_variant(DType::F32, quant);
         let last = last_prompt_logits(&model, &f.vision_input(&["landscape"]), &prompt, &f);
-        let diff = max_abs_diff(&last, expected);
+        let diff = max_abs_diff(&last, &expected);
         println!("{quant}: max |diff| = {diff:.3e} ({:.2e} of the largest logit)", diff / range);
         assert!(diff < tolerance * range.max(1.0), "{quant}: logits differ by {diff}");
     }
