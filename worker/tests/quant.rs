@@ -121,7 +121,9 @@ fn layer_whose_input_dim_is_not_a_block_multiple_stays_dense_and_matches_linear(
         let layer = quantized(&weight, Some(&bias), quant);
         assert!(!layer.is_quantized(), "{quant} should keep in=100 dense");
         assert_eq!(layer.weight_bytes(), OUT * 100 * 4);
-        assert_eq!(max_abs_diff(&layer.forward(&xs).unwrap(), &expected), 0.0);
+        // Six rows take the dense few-rows CPU path: the same products, summed in another order.
+        let diff = max_abs_diff(&layer.forward(&xs).unwrap(), &expected);
+        assert!(diff < 1e-4, "{quant}: dense layer differs from candle's Linear by {diff}");
     }
     // 288 = 9 x 32 is a multiple of Q8_0's block but not of Q4K's 256.
     let weight = gaussian(&[64, 288], 7);

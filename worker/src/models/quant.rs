@@ -269,7 +269,7 @@ fn compute_dtype(device: &Device, dtype: DType) -> DType {
 impl Module for QLinear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (weight, bias, out_dtype) = match self {
-            QLinear::Dense(linear) => return linear.forward(xs),
+            QLinear::Dense(linear) => return crate::models::linear::forward(linear, xs),
             QLinear::Quantized { weight, bias, out_dtype } => (weight, bias, *out_dtype),
         };
         let in_dim = xs.dim(D::Minus1)?;

@@ -4,23 +4,28 @@
 //! Paper: "No Language Left Behind" (NLLB Team, 2022), <https://arxiv.org/abs/2207.04672>.
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::config::{Activation, M2M100Config};
 use crate::models::generate::DecodeSession;
+use crate::models::linear::DenseLinear;
 
 /// transformers' `nn.LayerNorm` default.
 const LAYER_NORM_EPS: f64 = 1e-5;
 /// `M2M100SinusoidalPositionalEmbedding.offset`.
 const POSITION_OFFSET: usize = 2;
 
+fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<DenseLinear> {
+    candle_nn::linear(in_dim, out_dim, vb).map(DenseLinear::new)
+}
+
 /// Multi-head attention (`M2M100Attention`); keys/values come from the same sequence or from the encoder.
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
+    q_proj: DenseLinear,
+    k_proj: DenseLinear,
+    v_proj: DenseLinear,
+    out_proj: DenseLinear,
     num_heads: usize,
     head_dim: usize,
     scaling: f64,
@@ -68,8 +73,8 @@ impl Attention {
 
 #[derive(Debug, Clone)]
 struct FeedForward {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: DenseLinear,
+    fc2: DenseLinear,
     activation: Activation,
 }
 
@@ -214,7 +219,7 @@ pub struct M2M100 {
     encoder_layer_norm: LayerNorm,
     decoder_layers: Vec<DecoderLayer>,
     decoder_layer_norm: LayerNorm,
-    lm_head: Linear,
+    lm_head: DenseLinear,
     device: Device,
     dtype: DType,
 }
@@ -255,7 +260,7 @@ impl M2M100 {
             encoder_layer_norm: layer_norm(d, LAYER_NORM_EPS, encoder.pp("layer_norm"))?,
             decoder_layers,
             decoder_layer_norm: layer_norm(d, LAYER_NORM_EPS, decoder.pp("layer_norm"))?,
-            lm_head: Linear::new(lm_head_weight, None),
+            lm_head: DenseLinear::new(Linear::new(lm_head_weight, None)),
             device: vb.device().clone(),
             dtype: vb.dtype(),
         })
