@@ -3,6 +3,7 @@
 pub mod chat_template;
 pub mod generate;
 pub mod hub;
+pub mod llava_next;
 pub mod mllama;
 pub mod nllb;
 pub mod quant;

@@ -71,7 +71,7 @@ impl Default for MllamaImageProcessorConfig {
 }
 
 /// `image_mean` / `image_std` may be one number (applied to every channel) or a list.
-fn float_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+pub(crate) fn float_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum FloatOrList {
