@@ -4,6 +4,8 @@
 //! answers exactly (a video, two anyres images, and a left-padded video + image batch), plus the f16, bf16 and
 //! Q8_0 variants' distance from the f32 reference and loading from an offline Hub cache.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -285,34 +287,14 @@ fn quantized_decoder_logits_stay_close_to_the_reference() {
     }
 }
 
-/// Lays out a Hugging Face Hub cache as huggingface_hub writes it (blobs, a snapshot of symlinks, a ref) and loads
-/// the fixture from it by repo id, offline.
+/// The fixture laid out as a Hugging Face Hub cache loads by repo id, offline.
 #[test]
 fn the_model_loads_from_an_offline_hub_cache_by_repo_id() {
     let f = fixture();
-    let cache = tempfile::tempdir().unwrap();
     let commit = "89abcdef0123456789abcdef0123456789abcdef";
-    let repo_dir = cache.path().join("models--llava-hf--LLaVA-NeXT-Video-tiny-hf");
-    let snapshot = repo_dir.join("snapshots").join(commit);
-    for dir in [repo_dir.join("blobs"), snapshot.clone(), repo_dir.join("refs")] {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
-    for entry in std::fs::read_dir(fixture_dir()).unwrap() {
-        let entry = entry.unwrap();
-        if !entry.file_type().unwrap().is_file() || entry.file_name().to_string_lossy().starts_with("reference") {
-            continue;
-        }
-        let blob = repo_dir.join("blobs").join(format!("blob-{}", entry.file_name().to_string_lossy()));
-        std::fs::copy(entry.path(), &blob).unwrap();
-        std::os::unix::fs::symlink(
-            Path::new("../../blobs").join(blob.file_name().unwrap()),
-            snapshot.join(entry.file_name()),
-        )
-        .unwrap();
-    }
+    let cache = common::hub_cache(&fixture_dir(), "llava-hf/LLaVA-NeXT-Video-tiny-hf", commit);
     let source = ModelSource::Hub { repo: "llava-hf/LLaVA-NeXT-Video-tiny-hf".into(), revision: "main".into() };
-    let repo = ModelRepo::open(source).unwrap().with_cache_dir(cache.path().to_path_buf()).with_offline(true);
+    let repo = ModelRepo::open(source).unwrap().with_cache_dir(cache.path().join("hub")).with_offline(true);
     assert!(matches!(WeightFiles::locate(&repo).unwrap(), WeightFiles::Safetensors(shards) if shards.len() > 1));
     let chat = LlavaNextChat::load(&repo, DType::F32, &Device::Cpu, Quant::None).unwrap();
     let (video, frames, text) = f.media("image_tall");

@@ -6,42 +6,17 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::processor::{LlavaNextProcessor, ProcessorError};
+use super::processor::LlavaNextProcessor;
 use super::{LlavaNextVideo, LlavaNextVideoConfig};
 use crate::media::RgbImage;
-use crate::models::chat_template::{ChatTemplate, ChatTemplateError, Content, Message};
-use crate::models::generate::{self, GenerateError, GenerationParams, RowRequest, Strategy};
-use crate::models::hub::{read_json, HubError, ModelRepo, WeightFiles};
+use crate::models::chat_template::{Content, Message};
+use crate::models::hub::{read_json, ModelRepo, WeightFiles};
 use crate::models::quant::Quant;
-use crate::models::tokenizer::{HfTokenizer, TokenizerError};
+use crate::models::tokenizer::HfTokenizer;
+use crate::models::vlm::ChatAssets;
+pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings, GenerationConfig};
 
-pub use crate::models::mllama::chat::{BatchTimings, DecodeSettings, GenerationConfig};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ChatError {
-    #[error(transparent)]
-    Hub(#[from] HubError),
-    #[error("config.json of {model} is not a LLaVA-NeXT-Video config: {reason}")]
-    Config { model: String, reason: String },
-    #[error("weights of {model} do not match its config.json: {source}")]
-    Weights {
-        model: String,
-        #[source]
-        source: candle_core::Error,
-    },
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-    #[error(transparent)]
-    Template(#[from] ChatTemplateError),
-    #[error(transparent)]
-    Processor(#[from] ProcessorError),
-    #[error("the prompt has {tokens} tokens; the model takes at most {limit}")]
-    PromptTooLong { tokens: usize, limit: usize },
-    #[error("generation failed: {0}")]
-    Generate(#[from] GenerateError),
-    #[error("the model failed: {0}")]
-    Model(#[from] candle_core::Error),
-}
+const FAMILY: &str = "LLaVA-NeXT-Video";
 
 /// What a prompt is about.
 #[derive(Debug, Clone, Copy)]
@@ -82,11 +57,8 @@ enum Processed {
 
 pub struct LlavaNextChat {
     model: LlavaNextVideo,
-    tokenizer: HfTokenizer,
-    template: ChatTemplate,
+    assets: ChatAssets,
     processor: LlavaNextProcessor,
-    generation: GenerationConfig,
-    eos_token_ids: Vec<u32>,
     name: String,
 }
 
@@ -94,15 +66,8 @@ impl LlavaNextChat {
     pub fn load(repo: &ModelRepo, dtype: DType, device: &Device, quant: Quant) -> Result<LlavaNextChat, ChatError> {
         let name = repo.source().to_string();
         let config: LlavaNextVideoConfig = read_json(&repo.require("config.json")?)?;
-        config.validate().map_err(|reason| ChatError::Config { model: name.clone(), reason })?;
-        let tokenizer_config = repo.find("tokenizer_config.json")?;
-        let tokenizer = HfTokenizer::from_files(&repo.require("tokenizer.json")?, tokenizer_config.as_deref())?;
-        let chat_template_json = repo.find("chat_template.json")?;
-        let source = ChatTemplate::find_source(chat_template_json.as_deref(), tokenizer_config.as_deref())
-            .ok_or_else(|| ChatTemplateError::Missing { model: name.clone() })??;
-        let bos_token = tokenizer.special_token("bos_token").unwrap_or_else(|| "<s>".into());
-        let eos_token = tokenizer.special_token("eos_token").unwrap_or_else(|| "</s>".into());
-        let template = ChatTemplate::new(&source, &bos_token, &eos_token)?;
+        config.validate().map_err(|reason| ChatError::Config { model: name.clone(), family: FAMILY, reason })?;
+        let assets = ChatAssets::load(repo, ("<s>", "</s>"), config.text_config.eos_token_id.as_ref())?;
         let processor = LlavaNextProcessor::from_files(
             &repo.require("preprocessor_config.json")?,
             repo.find("video_preprocessor_config.json")?.as_deref(),
@@ -115,30 +80,15 @@ impl LlavaNextChat {
         if crop != (size, size) || processor.video.crop_hw() != (size, size) {
             return Err(ChatError::Config {
                 model: name,
+                family: FAMILY,
                 reason: format!("the processors crop to {crop:?}, the vision tower takes {size}x{size}"),
             });
         }
-        let generation: GenerationConfig = match repo.find("generation_config.json")? {
-            Some(path) => read_json(&path)?,
-            None => GenerationConfig {
-                do_sample: false,
-                temperature: 1.0,
-                top_p: 1.0,
-                eos_token_id: None,
-                repetition_penalty: None,
-            },
-        };
-        let eos_token_ids = generation
-            .eos_token_id
-            .as_ref()
-            .or(config.text_config.eos_token_id.as_ref())
-            .map(|ids| ids.to_vec())
-            .unwrap_or_else(|| tokenizer.token_id(&eos_token).map(|id| vec![id]).unwrap_or_default());
         let weights = WeightFiles::locate(repo)?;
         let model = LlavaNextVideo::new_quantized(&config, weights.var_builder(dtype, device)?, quant)
             .map_err(|source| ChatError::Weights { model: name.clone(), source })?;
         tracing::info!(model = %name, ?dtype, %quant, "video model loaded");
-        Ok(LlavaNextChat { model, tokenizer, template, processor, generation, eos_token_ids, name })
+        Ok(LlavaNextChat { model, assets, processor, name })
     }
 
     pub fn name(&self) -> &str {
@@ -150,7 +100,7 @@ impl LlavaNextChat {
     }
 
     pub fn tokenizer(&self) -> &HfTokenizer {
-        &self.tokenizer
+        &self.assets.tokenizer
     }
 
     pub fn processor(&self) -> &LlavaNextProcessor {
@@ -159,20 +109,14 @@ impl LlavaNextChat {
 
     /// The checkpoint's own decoding defaults (`generation_config.json`).
     pub fn default_settings(&self, max_new_tokens: usize) -> DecodeSettings {
-        let g = &self.generation;
-        DecodeSettings {
-            max_new_tokens,
-            sampling: g.do_sample.then_some((g.temperature, g.top_p)),
-            seed: 0,
-            repetition_penalty: g.repetition_penalty.unwrap_or(1.0),
-        }
+        self.assets.generation.settings(max_new_tokens)
     }
 
     /// The rendered chat prompt for a user message about an image or a video (before placeholder expansion).
     pub fn prompt_text(&self, text: &str, video: bool) -> Result<String, ChatError> {
         let media = if video { Content::Video } else { Content::Image };
         let content = vec![media, Content::Text { text: text.to_string() }];
-        Ok(self.template.render(&[Message::user(content)], true, None)?)
+        Ok(self.assets.template.render(&[Message::user(content)], true, None)?)
     }
 
     /// Model input ids: the chat template with the generation prompt, each `<image>` / `<video>` repeated
@@ -182,7 +126,7 @@ impl LlavaNextChat {
         let config = &self.processor.config;
         let token = if video { &config.video_token } else { &config.image_token };
         let prompt = prompt.replace(token.as_str(), &token.repeat(media_tokens));
-        Ok(self.tokenizer.encode(&prompt, true)?)
+        Ok(self.assets.tokenizer.encode(&prompt, true)?)
     }
 
     /// Answers every prompt: each image or video through the vision tower, all sequences decoded together.
@@ -243,32 +187,22 @@ impl LlavaNextChat {
 
         let started = Instant::now();
         let mut session = self.model.start(embeddings);
-        let requests: Vec<RowRequest> =
-            ids.iter().map(|ids| RowRequest { prompt: ids.clone(), forced: vec![] }).collect();
-        let params = GenerationParams {
-            strategy: match settings.sampling {
-                Some((temperature, top_p)) => Strategy::Sample { temperature, top_p, seed: settings.seed },
-                None => Strategy::Greedy,
-            },
-            max_new_tokens: settings.max_new_tokens,
-            min_new_tokens: 0,
-            eos_token_ids: self.eos_token_ids.clone(),
-            repetition_penalty: settings.repetition_penalty,
-        };
-        let generated = generate::generate(&mut session, &requests, &params)?;
+        let decoded = self.assets.generate(&mut session, &ids, settings)?;
         timings.generate_s = started.elapsed().as_secs_f64();
 
-        generated
+        let answers = decoded
             .into_iter()
             .zip(ids)
             .zip(&processed)
-            .map(|((out, prompt_token_ids), (_, media_tokens))| {
-                let token_ids = out.new_tokens().to_vec();
-                let text = self.tokenizer.decode(&token_ids, true)?;
-                Ok(Answer { prompt_token_ids, token_ids, text, finished: out.finished, media_tokens: *media_tokens })
+            .map(|((out, prompt_token_ids), (_, media_tokens))| Answer {
+                prompt_token_ids,
+                token_ids: out.token_ids,
+                text: out.text,
+                finished: out.finished,
+                media_tokens: *media_tokens,
             })
-            .collect::<Result<Vec<_>, ChatError>>()
-            .map(|answers| (answers, timings))
+            .collect();
+        Ok((answers, timings))
     }
 }
 

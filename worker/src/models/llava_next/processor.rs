@@ -10,11 +10,13 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use thiserror::Error;
 
 use crate::media::pil::{Filter, PilError};
 use crate::media::RgbImage;
-use crate::models::mllama::processor::float_or_list;
+pub use crate::models::image_processing::ProcessorError;
+use crate::models::image_processing::{convolution_filter, float_or_list, read_config, PixelNormalizer};
+
+const PROCESSOR: &str = "LlavaNextImageProcessor";
 
 /// `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`, the processors' defaults.
 const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -113,28 +115,6 @@ impl Default for ProcessorConfig {
     }
 }
 
-#[derive(Debug, Error)]
-pub enum ProcessorError {
-    #[error("{path}: cannot read the processor config: {source}")]
-    ConfigRead {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: invalid processor config: {source}")]
-    ConfigJson {
-        path: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("invalid LLaVA-NeXT processor config: {0}")]
-    Config(String),
-    #[error("a video needs at least one frame, and all its frames the same size (frame {frame} is {got_w}x{got_h}, the first {w}x{h})")]
-    Frames { frame: usize, got_w: usize, got_h: usize, w: usize, h: usize },
-    #[error(transparent)]
-    Resize(#[from] PilError),
-}
-
 /// One still image after preprocessing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessedImage {
@@ -160,22 +140,13 @@ pub struct ProcessedVideo {
 pub struct ImageProcessor {
     config: ImageProcessorConfig,
     filter: Filter,
-    mean: [f32; 3],
-    std: [f32; 3],
+    normalizer: PixelNormalizer,
 }
 
 impl ImageProcessor {
     pub fn new(config: ImageProcessorConfig) -> Result<Self, ProcessorError> {
-        let bad = |m: String| Err(ProcessorError::Config(m));
-        let filter = match Filter::from_pil(config.resample) {
-            Some(Filter::Nearest) | None => {
-                return bad(format!(
-                    "`resample` {} is not supported (use a Pillow convolution filter, 1-5)",
-                    config.resample
-                ))
-            }
-            Some(f) => f,
-        };
+        let bad = |message: String| Err(ProcessorError::Config { processor: PROCESSOR, message });
+        let filter = convolution_filter(config.resample, PROCESSOR)?;
         let size = config.size;
         if size.shortest_edge.is_none() && (size.height.is_none() || size.width.is_none()) {
             return bad("`size` must contain either 'shortest_edge' or 'height' and 'width'".into());
@@ -186,18 +157,12 @@ impl ImageProcessor {
         if config.crop_size.height == 0 || config.crop_size.width == 0 {
             return bad("`crop_size` must be positive".into());
         }
-        let three = |name: &str, v: &[f64]| -> Result<[f32; 3], ProcessorError> {
-            match v {
-                [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
-                _ => Err(ProcessorError::Config(format!("`{name}` must have 3 values (RGB), got {}", v.len()))),
-            }
-        };
-        let mean = three("image_mean", &config.image_mean)?;
-        let std = three("image_std", &config.image_std)?;
-        if config.do_normalize && std.contains(&0.0) {
-            return bad("`image_std` must not contain 0".into());
-        }
-        Ok(ImageProcessor { config, filter, mean, std })
+        let normalizer = PixelNormalizer::new(
+            config.do_rescale.then_some(config.rescale_factor),
+            config.do_normalize.then_some((&config.image_mean, &config.image_std)),
+            PROCESSOR,
+        )?;
+        Ok(ImageProcessor { config, filter, normalizer })
     }
 
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ProcessorError> {
@@ -235,12 +200,8 @@ impl ImageProcessor {
         let start = out.len();
         out.resize(start + 3 * plane, 0.0);
         for (i, px) in image.data.chunks_exact(3).enumerate() {
-            for ch in 0..3 {
-                let mut x = if c.do_rescale { (px[ch] as f64 * c.rescale_factor) as f32 } else { px[ch] as f32 };
-                if c.do_normalize {
-                    x = (x - self.mean[ch]) / self.std[ch];
-                }
-                out[start + ch * plane + i] = x;
+            for (ch, &v) in px.iter().enumerate() {
+                out[start + ch * plane + i] = self.normalizer.value(v, ch);
             }
         }
         Ok(())
@@ -300,19 +261,13 @@ impl ImageProcessor {
     fn check_output(&self, values: usize, items: usize) -> Result<(usize, usize), ProcessorError> {
         let (h, w) = self.crop_hw();
         if !self.config.do_center_crop || values != items * 3 * h * w {
-            return Err(ProcessorError::Config(
-                "outputs of different sizes: vislingo needs do_center_crop so that every crop is crop_size".into(),
-            ));
+            return Err(ProcessorError::Config {
+                processor: PROCESSOR,
+                message: "vislingo needs do_center_crop, so that every crop comes out crop_size".into(),
+            });
         }
         Ok((h, w))
     }
-}
-
-fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ProcessorError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ProcessorError::ConfigRead { path: path.display().to_string(), source })?;
-    serde_json::from_str(&text)
-        .map_err(|source| ProcessorError::ConfigJson { path: path.display().to_string(), source })
 }
 
 /// Both processors and the placeholder-token arithmetic of `LlavaNextVideoProcessor`.
@@ -338,7 +293,8 @@ impl LlavaNextProcessor {
     ) -> Result<Self, ProcessorError> {
         let patch_size = config.patch_size.unwrap_or(fallback_patch_size);
         if patch_size == 0 {
-            return Err(ProcessorError::Config("`patch_size` must be positive".into()));
+            let message = "`patch_size` must be positive".into();
+            return Err(ProcessorError::Config { processor: "LlavaNextVideoProcessor", message });
         }
         let strategy = config.vision_feature_select_strategy.as_deref().unwrap_or(fallback_strategy);
         Ok(LlavaNextProcessor { image, video, drops_class_token: strategy == "default", patch_size, config })
