@@ -155,7 +155,7 @@ impl LlavaNextVideoConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if !matches!(self.model_type.as_str(), "llava_next_video" | "llava_next") {
+        if self.model_type != "llava_next_video" {
             return Err(format!("model_type `{}` is not llava_next_video", self.model_type));
         }
         let v = &self.vision_config;
@@ -318,5 +318,72 @@ mod d {
     }
     pub fn rope_theta() -> f64 {
         10000.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout of llava-hf/LLaVA-NeXT-Video-7B-hf's config.json: most fields left to the defaults, Vicuna's
+    /// linear RoPE scaling written with the old `type` key.
+    const HUB_7B: &str = r#"{
+        "architectures": ["LlavaNextVideoForConditionalGeneration"],
+        "ignore_index": -100,
+        "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+        "image_seq_length": 576,
+        "image_token_index": 32001,
+        "model_type": "llava_next_video",
+        "projector_hidden_act": "gelu",
+        "spatial_pool_mode": "average",
+        "spatial_pool_stride": 2,
+        "text_config": {
+            "architectures": ["LlamaForCausalLM"],
+            "max_position_embeddings": 4096,
+            "model_type": "llama",
+            "pad_token_id": 0,
+            "rms_norm_eps": 1e-05,
+            "rope_scaling": {"factor": 2.0, "type": "linear"},
+            "torch_dtype": "float16",
+            "vocab_size": 32064
+        },
+        "tie_word_embeddings": false,
+        "use_image_newline_parameter": true,
+        "video_seq_length": 288,
+        "video_token_index": 32000,
+        "vision_config": {
+            "hidden_size": 1024, "image_size": 336, "intermediate_size": 4096, "model_type": "clip_vision_model",
+            "num_attention_heads": 16, "num_hidden_layers": 24, "patch_size": 14, "projection_dim": 768,
+            "vocab_size": 32000
+        },
+        "vision_feature_layer": -2,
+        "vision_feature_select_strategy": "default"
+    }"#;
+
+    #[test]
+    fn the_7b_hub_config_parses_with_transformers_defaults() {
+        let config: LlavaNextVideoConfig = serde_json::from_str(HUB_7B).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.vision_layers_used(), 23);
+        assert!(!config.keeps_class_token());
+        let t = &config.text_config;
+        assert_eq!((t.hidden_size, t.num_hidden_layers, t.kv_heads(), t.head_dim()), (4096, 32, 32, 128));
+        assert_eq!(t.rope_scaling.as_ref().map(|r| (r.rope_type.as_str(), r.factor)), Some(("linear", 2.0)));
+        assert_eq!(config.vision_config.hidden_act, "quick_gelu");
+    }
+
+    #[test]
+    fn unsupported_settings_are_refused() {
+        for (field, value) in [
+            ("vision_feature_layer", "25"),
+            ("vision_feature_select_strategy", "\"cls\""),
+            ("spatial_pool_mode", "\"bilinear\""),
+            ("projector_hidden_act", "\"relu\""),
+        ] {
+            let mut json: serde_json::Value = serde_json::from_str(HUB_7B).unwrap();
+            json[field] = serde_json::from_str(value).unwrap();
+            let config: LlavaNextVideoConfig = serde_json::from_value(json).unwrap();
+            assert!(config.validate().is_err(), "{field} = {value}");
+        }
     }
 }

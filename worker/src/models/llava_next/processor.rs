@@ -492,7 +492,12 @@ mod tests {
                 ..Default::default()
             })
             .unwrap(),
-            ImageProcessor::new(ImageProcessorConfig::default()).unwrap(),
+            ImageProcessor::new(ImageProcessorConfig {
+                size: SizeSpec { shortest_edge: Some(336), height: None, width: None },
+                crop_size: CropSize { height: 336, width: 336 },
+                ..Default::default()
+            })
+            .unwrap(),
             ProcessorConfig::default(),
             14,
             "default",
@@ -501,5 +506,18 @@ mod tests {
         // A 336x336 image: best (336, 672) (the first of the ties), a 24x48 grid unpadded to 24x24, 24 newlines,
         // 576 base features (the class token dropped)
         assert_eq!(processor.image_tokens((336, 336)), 24 * 24 + 24 + 576);
+        // transformers 4.46.3: _get_number_of_features(500, 1200, 336, 336) - 1
+        assert_eq!(processor.image_tokens((500, 1200)), 1992);
+        // 8 frames of 336x336: 24x24 patches pooled 2x2
+        assert_eq!(processor.video_tokens(8), 8 * 144);
+    }
+
+    #[test]
+    fn a_video_with_frames_of_different_sizes_is_refused() {
+        let processor = ImageProcessor::new(ImageProcessorConfig::default()).unwrap();
+        let frames = [RgbImage::new(4, 3, vec![0; 36]), RgbImage::new(3, 4, vec![0; 36])];
+        let error = processor.preprocess_video(&frames).unwrap_err();
+        assert!(matches!(error, ProcessorError::Frames { frame: 1, .. }), "{error}");
+        assert!(matches!(processor.preprocess_video(&[]), Err(ProcessorError::Frames { .. })));
     }
 }
