@@ -173,6 +173,19 @@ fn image_and_video_features_match_within_1e4() {
     assert!(diffs.iter().all(|(_, d)| *d < F32_TOLERANCE), "features differ: {diffs:?}");
 }
 
+/// A clip longer than one vision-tower pass (8 frames) gives each frame the features it has alone.
+#[test]
+fn long_clips_are_encoded_frame_by_frame() {
+    let f = fixture();
+    let chat = load_chat(DType::F32, Quant::None);
+    let (pixels, features) = features(&chat, &f, "video");
+    let long = Tensor::cat(&[&pixels, &pixels, &pixels], 0).unwrap();
+    let long_features = chat.model().video_features(&long).unwrap();
+    let expected = Tensor::cat(&[&features, &features, &features], 0).unwrap();
+    let diff = max_abs_diff(&long_features, &expected);
+    assert!(diff < 1e-5, "12-frame features differ from 3 x 4-frame features by {diff}");
+}
+
 /// Last-position logits `(1, vocab)` of a single-row case's prompt (and all positions' logits).
 fn prompt_logits(chat: &LlavaNextChat, f: &Fixture, case: &str) -> Tensor {
     let (video, _, _) = f.media(case);

@@ -13,6 +13,9 @@ use super::text::{LlamaModel, LlamaSession};
 use super::vision::ClipVisionTower;
 use crate::models::quant::Quant;
 
+/// Video frames encoded per vision-tower pass (bounds the attention scores' memory; the results do not depend on it).
+const FRAMES_PER_VISION_PASS: usize = 8;
+
 /// `LlavaNextVideoMultiModalProjector`: `linear_2(gelu(linear_1(x)))`.
 #[derive(Debug, Clone)]
 struct Projector {
@@ -110,7 +113,13 @@ impl LlavaNextVideo {
     /// Features of one video, `(frames * pooled patches, text hidden)`, from its frames' pixel values
     /// `(frames, 3, size, size)` (`get_video_features`: vision tower, pooler, projector).
     pub fn video_features(&self, frames: &Tensor) -> Result<Tensor> {
-        let features = self.vision_features(frames)?;
+        // The tower runs a few frames at a time: its attention scores grow with frames x patches^2.
+        let count = frames.dim(0)?;
+        let chunks = (0..count)
+            .step_by(FRAMES_PER_VISION_PASS)
+            .map(|start| self.vision_features(&frames.narrow(0, start, FRAMES_PER_VISION_PASS.min(count - start))?))
+            .collect::<Result<Vec<_>>>()?;
+        let features = Tensor::cat(&chunks, 0)?;
         let (n, patches, dim) = features.dims3()?;
         // ori_width = int(sqrt(patches)) and a view as (n, side, side, dim).
         let side = (patches as f64).sqrt() as usize;
