@@ -121,6 +121,7 @@ impl LlavaNextVideo {
             .collect::<Result<Vec<_>>>()?;
         let features = Tensor::cat(&chunks, 0)?;
         let (n, patches, dim) = features.dims3()?;
+        let dtype = features.dtype();
         // ori_width = int(sqrt(patches)) and a view as (n, side, side, dim).
         let side = (patches as f64).sqrt() as usize;
         if side * side != patches {
@@ -135,8 +136,10 @@ impl LlavaNextVideo {
         };
         let (pooled, out) = match &self.pool {
             Pool::Average(k) => {
+                // summed in f32, as torch's AvgPool2d accumulates half-precision inputs
                 let (w, out) = window(*k)?;
-                ((w.sum(4)?.sum(2)? / (k * k) as f64)?, out)
+                let mean = (w.to_dtype(DType::F32)?.sum(4)?.sum(2)? / (k * k) as f64)?;
+                (mean.to_dtype(dtype)?, out)
             }
             Pool::Max(k) => {
                 let (w, out) = window(*k)?;
