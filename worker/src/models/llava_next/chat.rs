@@ -24,6 +24,11 @@ pub enum Media<'a> {
     /// A still image (anyres path, `<image>`).
     Image(&'a RgbImage),
     /// A video as its sampled frames, all the same size (`<video>`).
+    ///
+    /// Its placeholder count is its own `frames x pooled patches`. transformers 4.46.3 differs in two corner
+    /// cases: its processor counts every video of a batch with the first video's frames, and its model falls back
+    /// to the legacy (unexpanded) merge when a prompt has fewer placeholders than `video_seq_length` (288 on the
+    /// 7B: clips of one or two frames).
     Video(&'a [RgbImage]),
 }
 

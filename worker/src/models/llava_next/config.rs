@@ -159,13 +159,13 @@ impl LlavaNextVideoConfig {
             return Err(format!("model_type `{}` is not llava_next_video", self.model_type));
         }
         let v = &self.vision_config;
-        if v.num_attention_heads == 0 || v.hidden_size % v.num_attention_heads != 0 {
+        if v.num_attention_heads == 0 || !v.hidden_size.is_multiple_of(v.num_attention_heads) {
             return Err(format!(
                 "vision hidden_size {} not divisible by {} heads",
                 v.hidden_size, v.num_attention_heads
             ));
         }
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err(format!("image_size {} is not a multiple of patch_size {}", v.image_size, v.patch_size));
         }
         if !matches!(v.hidden_act.as_str(), "quick_gelu" | "gelu") {
@@ -205,14 +205,14 @@ impl LlavaNextVideoConfig {
             return Err("image_grid_pinpoints must be a non-empty list of positive [height, width]".into());
         }
         let t = &self.text_config;
-        if t.num_attention_heads == 0 || t.kv_heads() == 0 || t.num_attention_heads % t.kv_heads() != 0 {
+        if t.num_attention_heads == 0 || t.kv_heads() == 0 || !t.num_attention_heads.is_multiple_of(t.kv_heads()) {
             return Err(format!(
                 "text heads {} are not a multiple of kv heads {}",
                 t.num_attention_heads,
                 t.kv_heads()
             ));
         }
-        if t.head_dim() % 2 != 0 {
+        if !t.head_dim().is_multiple_of(2) {
             return Err(format!("text head_dim {} is odd", t.head_dim()));
         }
         if t.hidden_act != "silu" {
