@@ -170,6 +170,7 @@ fn image_and_video_features_match_within_1e4() {
             (case, max_abs_diff(&features, f.tensor(&format!("case.{case}.media_features"))))
         })
         .collect();
+    println!("max |features - reference|: {diffs:?}");
     assert!(diffs.iter().all(|(_, d)| *d < F32_TOLERANCE), "features differ: {diffs:?}");
 }
 
@@ -210,6 +211,7 @@ fn prompt_logits_match_within_1e4() {
         let len = logits.dim(1).unwrap();
         let last = logits.narrow(1, len - 1, 1).unwrap().squeeze(1).unwrap();
         let diff = max_abs_diff(&last, f.tensor(&format!("case.{case}.logits_last")));
+        println!("{case}: max |last logits - reference| = {diff:.2e}");
         assert!(diff < F32_TOLERANCE, "{case}: last logits differ by {diff}");
         if case == "video" {
             let diff = max_abs_diff(&logits.squeeze(0).unwrap(), f.tensor("case.video.logits"));
