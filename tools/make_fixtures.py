@@ -15,6 +15,9 @@ nllb-600m-random  full-size facebook/nllb-200-distilled-600M architecture with
 mllama            tiny random-weight Llama 3.2 Vision (Mllama) checkpoint in the Hub
                   layout + processor + test images + reference outputs
                   (committed: worker/tests/fixtures/mllama-tiny)
+llava-next-video  tiny random-weight LLaVA-NeXT-Video checkpoint in the Hub layout +
+                  processor + test images / video frames + reference outputs
+                  (committed: worker/tests/fixtures/llava-next-video-tiny)
 
 New fixture families (llava-next-video, ...) go beside these: one
 `cmd_<family>(args)` function plus one `sub.add_parser(...)` entry in `main()`.
@@ -1823,6 +1826,444 @@ def cmd_mllama(args) -> None:
 
 
 # --------------------------------------------------------------------------- #
+# llava-next-video: tiny random LLaVA-NeXT-Video fixture
+# --------------------------------------------------------------------------- #
+
+LLAVA_TINY_DIR = REPO_ROOT / "worker" / "tests" / "fixtures" / "llava-next-video-tiny"
+LLAVA_MAX_NEW_TOKENS = 16
+LLAVA_MIN_GAP = 1e-3
+LLAVA_MIN_DISTINCT = 4
+LLAVA_SEEDS = [4460, 4461, 4462, 4463, 4464, 4465, 4466, 4467, 4468, 4469]
+LLAVA_EOS_BOOSTS = [0.0, 1.0, 2.0, 3.0, 4.0, 6.0]
+LLAVA_CROP = 40  # vision image_size = crop_size = shortest_edge (the real model: 336)
+LLAVA_PATCH = 5  # vision patch_size (real: 14); 40 >= 5**2 keeps the pooler's image_size // patch**2 non-zero
+LLAVA_PINPOINTS = [[40, 80], [80, 40], [80, 80], [120, 40], [40, 120]]  # the real list scaled by 40/336
+LLAVA_SPM_VOCAB = 640
+
+# chat_template.json of llava-hf/LLaVA-NeXT-Video-7B-hf (the vicuna template of the llava-hf processors, with
+# the video placeholder): "USER: <video>\n{text} ASSISTANT:".
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+    "{% endif %}{# Render all images first #}{% for content in message['content'] | selectattr('type', "
+    "'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}{# Render all video then #}{% for content in "
+    "message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>\n' }}{% endfor %}"
+    "{# Render all text next #}{% if message['role'] != 'assistant' %}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}{% endfor %}{% else %}{% for content in "
+    "message['content'] | selectattr('type', 'equalto', 'text') %}{% generation %}{{ content['text'] + ' '}}"
+    "{% endgeneration %}{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}"
+    "{% endif %}"
+)
+
+LLAVA_PREPROCESSOR_CONFIG = {
+    "crop_size": {"height": LLAVA_CROP, "width": LLAVA_CROP},
+    "do_center_crop": True,
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_pad": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_grid_pinpoints": LLAVA_PINPOINTS,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_processor_type": "LlavaNextImageProcessor",
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "processor_class": "LlavaNextVideoProcessor",
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"shortest_edge": LLAVA_CROP},
+}
+
+# media: stem -> ("image", (w, h)) or ("video", (w, h), frames)
+LLAVA_MEDIA = {
+    "wide": ("image", (130, 50)),  # anyres 1x3 grid, rows unpadded
+    "tall": ("image", (47, 99)),  # anyres 3x1 grid, rows unpadded; padded to 119 rows, the last crop 39 high
+    "clip": ("video", (61, 45), 4),  # 4 frames: shortest edge 45 -> 40 (54x40), centre crop 40x40
+}
+LLAVA_CASES = [
+    {"name": "video", "media": "clip", "text": "Describe this video."},
+    {"name": "image_wide", "media": "wide", "text": "What is in this image?"},
+    {"name": "image_tall", "media": "tall", "text": "Describe the colours."},
+]
+LLAVA_BATCH = ["video", "image_tall"]  # one row per case name: a video and an image in one padded batch
+
+
+def llava_make_media(d: Path) -> None:
+    """Test images and video frames (PNG): gradients, moving shapes and blocky noise."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.Generator(np.random.PCG64(20241125))
+
+    def frame(w, h, t):
+        x = np.linspace(0.0, 1.0, w)[None, :]
+        y = np.linspace(0.0, 1.0, h)[:, None]
+        img = np.stack([40 + 180 * x + 20 * t + 0 * y, 60 + 150 * y + 25 * np.sin(5 * x + t),
+                        190 - 110 * x * y + 15 * np.cos(7 * y - t)], axis=-1)
+        noise = rng.integers(-20, 21, size=((h + 2) // 3, (w + 2) // 3, 3)).repeat(3, 0).repeat(3, 1)[:h, :w]
+        img[h // 3: 2 * h // 3] += noise[h // 3: 2 * h // 3]
+        im = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB")
+        dr = ImageDraw.Draw(im)
+        cx = w * (0.2 + 0.15 * t)
+        dr.ellipse([cx, h * 0.15, cx + w * 0.25, h * 0.5], fill=(250, 230, 30))
+        dr.rectangle([w * 0.55, h * (0.5 + 0.08 * t), w * 0.9, h * 0.9], fill=(20, 30, 100))
+        return im
+
+    for stem, spec in LLAVA_MEDIA.items():
+        if spec[0] == "image":
+            frame(*spec[1], 0).save(d / f"{stem}.png")
+        else:
+            for t in range(spec[2]):
+                frame(*spec[1], t).save(d / f"{stem}_{t}.png")
+
+
+def llava_media_files(stem: str) -> list:
+    spec = LLAVA_MEDIA[stem]
+    return [f"{stem}.png"] if spec[0] == "image" else [f"{stem}_{t}.png" for t in range(spec[2])]
+
+
+def llava_train_tokenizer(workdir: Path):
+    """A Llama (sentencepiece BPE, byte fallback) tokenizer converted to tokenizer.json like vicuna's (legacy
+    Prepend + Replace normalizer, Strip decoder: add_prefix_space=True reproduces it in 4.46), plus
+    <video> and <image> as added special tokens (convert_llava_next_video_weights_to_hf.py)."""
+    import sentencepiece as spm
+    from transformers import AddedToken, LlamaTokenizerFast
+
+    corpus = workdir / "llava_corpus.txt"
+    lines = NLLB_CORPUS_EN + [c["text"] for c in LLAVA_CASES] * 3 + ["USER: ASSISTANT:"] * 3
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    prefix = workdir / "llava_spm"
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(prefix), model_type="bpe", vocab_size=LLAVA_SPM_VOCAB,
+        hard_vocab_limit=False, character_coverage=1.0, byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        num_threads=1, shuffle_input_sentence=False, input_sentence_size=0, split_digits=True,
+        allow_whitespace_only_pieces=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
+        minloglevel=2,
+    )
+    # the model file records its training input's (temporary) path: keep only the file name, so that the
+    # saved tokenizer.model is byte-identical from run to run
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(prefix.with_suffix(".model").read_bytes())
+    proto.trainer_spec.input[:] = [corpus.name]
+    proto.trainer_spec.model_prefix = prefix.name
+    prefix.with_suffix(".model").write_bytes(proto.SerializeToString())
+    tok = LlamaTokenizerFast(vocab_file=str(prefix.with_suffix(".model")), padding_side="left",
+                             legacy=True, add_prefix_space=True, model_max_length=512, pad_token="<unk>")
+    tok.add_tokens(AddedToken("<video>", special=True, normalized=False), special_tokens=True)
+    tok.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
+    tok.chat_template = LLAVA_CHAT_TEMPLATE
+    return tok
+
+
+def llava_tiny_config(tok):
+    from transformers import LlavaNextVideoConfig
+
+    vocab = -(-len(tok) // 8) * 8 + 8  # padded beyond the tokenizer, as the real 32064 > 32002
+    vision = {
+        "model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "image_size": LLAVA_CROP, "patch_size": LLAVA_PATCH, "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5, "projection_dim": 16, "vocab_size": 32000,
+    }
+    text = {
+        "model_type": "llama", "vocab_size": vocab, "hidden_size": 64, "intermediate_size": 112,
+        "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": {"factor": 2.0, "type": "linear"},
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "tie_word_embeddings": False,
+        "architectures": ["LlamaForCausalLM"],
+    }
+    config = LlavaNextVideoConfig(
+        vision_config=vision, text_config=text, image_grid_pinpoints=LLAVA_PINPOINTS,
+        video_token_index=tok.convert_tokens_to_ids("<video>"), image_token_index=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-3, vision_feature_select_strategy="default", spatial_pool_mode="average",
+        spatial_pool_stride=2, use_image_newline_parameter=True, tie_word_embeddings=False,
+        # below every prompt's placeholder count, so that transformers takes the expanded-tokens path
+        image_seq_length=8, video_seq_length=8, architectures=["LlavaNextVideoForConditionalGeneration"],
+        torch_dtype="float32",
+    )
+    for c in (config, config.vision_config, config.text_config):
+        c._attn_implementation = "eager"
+    return config
+
+
+def llava_tiny_model(config, seed: int):
+    """Random weights with spread-out logits: linear weights N(0, 1/fan_in), biases N(0, 0.1), norms N(1, 0.1),
+    embeddings / image_newline N(0, 1), position embeddings N(0, 0.5), lm_head N(0, 0.4) with the rows of the
+    256 byte-fallback pieces scaled by 0.25 (so that answers are mostly whole pieces, readable as text)."""
+    import torch
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = LlavaNextVideoForConditionalGeneration(config)
+    g = torch.Generator().manual_seed(seed)
+
+    def normal(shape, std, mean=0.0):
+        return torch.randn(shape, generator=g, dtype=torch.float32) * std + mean
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "layrnorm" in name:
+                p.copy_(normal(p.shape, 0.1, 1.0) if name.endswith("weight") else normal(p.shape, 0.1))
+            elif name == "language_model.lm_head.weight":
+                p.copy_(normal(p.shape, 0.4))
+            elif name.endswith(("embed_tokens.weight", "class_embedding")) or name == "image_newline":
+                p.copy_(normal(p.shape, 1.0))
+            elif name.endswith("position_embedding.weight"):
+                p.copy_(normal(p.shape, 0.5))
+            elif name.endswith(".weight") and p.dim() >= 2:
+                p.copy_(normal(p.shape, 1.0 / math.sqrt(p[0].numel())))
+            elif name.endswith(".bias"):
+                p.copy_(normal(p.shape, 0.1))
+            else:
+                raise RuntimeError(f"unexpected parameter {name} {tuple(p.shape)}")
+        model.language_model.lm_head.weight[3:259] *= 0.25
+    model.eval()
+    return model
+
+
+def llava_boost_eos(model, probe_hidden, boost: float) -> None:
+    """Raise the </s> logit by `boost` on average over the probe positions (see mllama_boost_eot)."""
+    import torch
+
+    if boost == 0.0:
+        return
+    m = probe_hidden.reshape(-1, probe_hidden.shape[-1]).mean(0)
+    with torch.no_grad():
+        model.language_model.lm_head.weight[model.config.text_config.eos_token_id] += boost * m / m.dot(m)
+
+
+def llava_processor(tok):
+    from transformers import LlavaNextImageProcessor, LlavaNextVideoImageProcessor, LlavaNextVideoProcessor
+
+    kw = {k: v for k, v in LLAVA_PREPROCESSOR_CONFIG.items() if k not in ("image_processor_type", "processor_class")}
+    return LlavaNextVideoProcessor(
+        video_processor=LlavaNextVideoImageProcessor(**kw), image_processor=LlavaNextImageProcessor(**kw),
+        tokenizer=tok, chat_template=LLAVA_CHAT_TEMPLATE, patch_size=LLAVA_PATCH,
+        vision_feature_select_strategy="default",
+    )
+
+
+def llava_load_media(media_dir: Path, stem: str):
+    from PIL import Image
+
+    frames = []
+    for f in llava_media_files(stem):
+        with Image.open(media_dir / f) as im:
+            frames.append(im.convert("RGB"))
+    return frames
+
+
+def llava_encode(processor, media_dir: Path, names: list):
+    """processor(text, images, videos) for the named cases, one row each (videos as (frames, h, w, 3) arrays)."""
+    import numpy as np
+
+    cases = [next(c for c in LLAVA_CASES if c["name"] == n) for n in names]
+    texts, images, videos = [], [], []
+    for c in cases:
+        kind = LLAVA_MEDIA[c["media"]][0]
+        content = [{"type": kind}, {"type": "text", "text": c["text"]}]
+        texts.append(processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True))
+        frames = llava_load_media(media_dir, c["media"])
+        if kind == "image":
+            images.append(frames[0])
+        else:
+            videos.append(np.stack([np.asarray(f) for f in frames]))
+    enc = processor(text=texts, images=images or None, videos=videos or None, padding=True, return_tensors="pt")
+    return texts, enc
+
+
+def llava_run_all(model, processor, media_dir: Path, want_tensors: bool):
+    import torch
+
+    tok = processor.tokenizer
+    eos = model.config.text_config.eos_token_id
+    tensors, cases, probe = {}, [], []
+    min_gap = float("inf")
+
+    def one(name, names):
+        nonlocal min_gap
+        texts, enc = llava_encode(processor, media_dir, names)
+        ids = enc["input_ids"]
+        seq = ids.shape[1]
+        pos = enc["attention_mask"].long().cumsum(-1) - 1
+        pos.masked_fill_(enc["attention_mask"] == 0, 1)
+        with torch.no_grad():
+            fo = model(**enc, position_ids=pos, output_hidden_states=True)
+            out = model.generate(**enc, max_new_tokens=LLAVA_MAX_NEW_TOKENS, do_sample=False, temperature=None,
+                                 top_p=None, return_dict_in_generate=True, output_scores=True)
+        probe.append(fo.hidden_states[-1][enc["attention_mask"].bool()])
+        gap = mllama_gaps(out, seq, [eos])
+        min_gap = min(min_gap, gap)
+        # generate pads finished rows with pad_token_id: cut each row after its </s>
+        new = [row[: row.index(eos) + 1] if eos in row else row for row in out.sequences[:, seq:].tolist()]
+        case = {
+            "name": name,
+            "rows": names,
+            "prompt": texts,
+            "input_ids": ids.tolist(),
+            "attention_mask": enc["attention_mask"].tolist(),
+            "generated": new,
+            "text": [tok.decode(n, skip_special_tokens=True) for n in new],
+            "ends_early": [len(n) < LLAVA_MAX_NEW_TOKENS and n[-1] == eos for n in new],
+            "min_greedy_gap": fmt_float(gap),
+        }
+        if want_tensors:
+            p = f"case.{name}."
+            t = {p + "logits_last": fo.logits[:, -1].float()}
+            if names == ["video"]:
+                t[p + "logits"] = fo.logits[0].float()
+            if len(names) == 1:
+                with torch.no_grad():
+                    if "pixel_values_videos" in enc:
+                        f = model.get_video_features(enc["pixel_values_videos"], model.config.vision_feature_layer,
+                                                     model.config.vision_feature_select_strategy)
+                        t[p + "media_features"] = torch.cat([x.flatten(0, 1) for x in f], 0).float()
+                    else:
+                        f = model.get_image_features(enc["pixel_values"], enc["image_sizes"],
+                                                     model.config.vision_feature_layer,
+                                                     model.config.vision_feature_select_strategy)
+                        f, _ = model.pack_image_features(f, enc["image_sizes"], model.config.vision_feature_select_strategy,
+                                                         image_newline=model.image_newline)
+                        t[p + "media_features"] = f.float()
+                for k in ("pixel_values", "pixel_values_videos"):
+                    if k in enc:
+                        t[p + k] = enc[k][0].float()
+                if "image_sizes" in enc:
+                    case["image_size"] = enc["image_sizes"][0].tolist()
+            tensors.update({k: v.detach().clone().contiguous() for k, v in t.items()})
+            case["tensors"] = sorted(t)
+        cases.append(case)
+        return case
+
+    singles = {c["name"]: one(c["name"], [c["name"]]) for c in LLAVA_CASES}
+    b = one("batch", LLAVA_BATCH)
+    b["matches_single"] = [b["generated"][i] == singles[n]["generated"][0] for i, n in enumerate(LLAVA_BATCH)]
+    return cases, tensors, min_gap, torch.cat(probe, 0)
+
+
+def llava_acceptable(cases, gap, vocab_tok) -> tuple:
+    rows = [g for c in cases for g in c["generated"]]
+    early = [e for c in cases for e in c["ends_early"]]
+    distinct = min(len(set(r)) for r in rows)
+    in_vocab = all(t < vocab_tok for r in rows for t in r)
+    batch_ok = all(all(c.get("matches_single", [True])) for c in cases)
+    ok = gap > LLAVA_MIN_GAP and batch_ok and 0 < sum(early) < len(early) and distinct >= LLAVA_MIN_DISTINCT and in_vocab
+    return ok, f"min_gap={gap:.4g} ends_early={early} batch==single={batch_ok} min_distinct={distinct} in_vocab={in_vocab}"
+
+
+def cmd_llava_next_video(args) -> None:
+    torch = _import_ml()
+    import transformers
+    from safetensors.torch import save_file
+    from transformers import LlavaNextVideoForConditionalGeneration, LlavaNextVideoProcessor
+
+    out = Path(args.out).resolve()
+    with tempfile.TemporaryDirectory(prefix="llava-tiny-") as tmp:
+        tmp = Path(tmp)
+        media_dir = tmp / "media"
+        llava_make_media(media_dir)
+        tok = llava_train_tokenizer(tmp)
+        processor = llava_processor(tok)
+        config = llava_tiny_config(tok)
+        print(f"tokenizer: len={len(tok)} vocab_size={config.text_config.vocab_size} "
+              f"image={config.image_token_index} video={config.video_token_index}")
+
+        chosen = None
+        for seed in LLAVA_SEEDS:
+            base = llava_tiny_model(config, seed)
+            _, _, _, probe = llava_run_all(base, processor, media_dir, want_tensors=False)
+            for boost in LLAVA_EOS_BOOSTS:
+                model = llava_tiny_model(config, seed)
+                llava_boost_eos(model, probe, boost)
+                cases, _, gap, _ = llava_run_all(model, processor, media_dir, want_tensors=False)
+                ok, why = llava_acceptable(cases, gap, len(tok))
+                print(f"seed={seed} eos_boost={boost}: {why}")
+                if not ok:
+                    continue
+                # the single-row answers must not depend on float32 rounding (the padded batch is left out: its
+                # fully masked padding rows turn NaN in float64, see mllama_sequences)
+                torch.set_default_dtype(torch.float64)
+                try:
+                    cases64, _, _, _ = llava_run_all(model.double(), processor, media_dir, want_tensors=False)
+                finally:
+                    torch.set_default_dtype(torch.float32)
+                model.float()
+                singles = [c["generated"] for c in cases if c["name"] != "batch"]
+                same64 = singles == [c["generated"] for c in cases64 if c["name"] != "batch"]
+                print(f"  float64 agreement: {same64}")
+                if same64:
+                    chosen = (seed, boost)
+                    break
+            if chosen:
+                break
+        if not chosen:
+            raise SystemExit("no (seed, eos_boost) candidate passed the checks")
+        seed, boost = chosen
+        model = llava_tiny_model(config, seed)
+        llava_boost_eos(model, probe, boost)
+        cases, tensors, gap, _ = llava_run_all(model, processor, media_dir, want_tensors=True)
+
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        model.save_pretrained(str(out), safe_serialization=True, max_shard_size="300KB")
+        cfg = json.loads((out / "config.json").read_text())
+        for sub in ("text_config", "vision_config"):
+            cfg[sub].pop("_attn_implementation_autoset", None)
+        (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_json(out / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
+        processor.save_pretrained(str(out))  # tokenizer files, preprocessor_config.json, chat_template.json, ...
+        shutil.copytree(media_dir, out / "media")
+
+        # the saved folder loads back to the same model and processor outputs
+        m = LlavaNextVideoForConditionalGeneration.from_pretrained(str(out), attn_implementation="eager").eval()
+        for (k, v), (k2, v2) in zip(sorted(model.state_dict().items()), sorted(m.state_dict().items())):
+            assert k == k2 and torch.equal(v, v2), k
+        p2 = LlavaNextVideoProcessor.from_pretrained(str(out))
+        for c in cases:
+            _, e1 = llava_encode(processor, media_dir, c["rows"])
+            _, e2 = llava_encode(p2, media_dir, c["rows"])
+            assert all(torch.equal(e1[k], e2[k]) for k in e1), c["name"]
+
+        save_file(tensors, str(out / "reference.safetensors"), metadata={"format": "pt"})
+        index = json.loads((out / "model.safetensors.index.json").read_text())
+        reference = {
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+            "seed": seed,
+            "eos_boost": boost,
+            "max_new_tokens": LLAVA_MAX_NEW_TOKENS,
+            "notes": [
+                "prompts: processor.apply_chat_template([{'role': 'user', 'content': [{'type': 'video'|'image'}, "
+                "{'type': 'text', 'text': ...}]}], add_generation_prompt=True), then processor(text, images, videos, "
+                "padding=True): the tokenizer adds <s>",
+                "media are PNG files opened with PIL and converted to RGB; a video is its frames stacked",
+                "logits: a forward pass with position_ids = cumsum(attention_mask) - 1 (1 where masked)",
+                "generated: greedy ids after the prompt, cut after </s>",
+            ],
+            "media": {k: {"kind": v[0], "size_wh": list(v[1]), "files": llava_media_files(k)}
+                      for k, v in LLAVA_MEDIA.items()},
+            "cases": cases,
+            "tensors": {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)}
+                        for k, v in sorted(tensors.items())},
+            "weight_shards": sorted(set(index["weight_map"].values())),
+        }
+        write_json(out / "reference.json", reference)
+
+    print(f"\nwrote {out}  ({dir_size(out)} bytes)")
+    for p in sorted(out.rglob("*")):
+        if p.is_file():
+            print(f"  {p.relative_to(out)}  {p.stat().st_size}")
+    print(f"seed={seed} eos_boost={boost}  min greedy top1-top2 gap: {gap:.6g}")
+    for c in cases:
+        print(f"  case {c['name']}: input_len {len(c['input_ids'][0])} ends_early {c['ends_early']} "
+              f"gap {c['min_greedy_gap']}")
+        print(f"    generated {c['generated']}")
+        print(f"    text {c['text']!r}")
+    print(f"sha256(reference.safetensors) = {sha256(out / 'reference.safetensors')}")
+
+
+# --------------------------------------------------------------------------- #
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1842,6 +2283,10 @@ def main(argv=None) -> None:
     p = sub.add_parser("mllama", help="tiny random Llama 3.2 Vision (Mllama) fixture (committed)")
     p.add_argument("--out", default=str(MLLAMA_TINY_DIR), help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_mllama)
+
+    p = sub.add_parser("llava-next-video", help="tiny random LLaVA-NeXT-Video fixture (committed)")
+    p.add_argument("--out", default=str(LLAVA_TINY_DIR), help="output folder (default: %(default)s)")
+    p.set_defaults(func=cmd_llava_next_video)
 
     args = ap.parse_args(argv)
     args.func(args)

@@ -1,6 +1,8 @@
 //! `worker translate` as a user runs it: JSON output comparable with transformers, stdin input, a Hub repo id
 //! resolved from an offline Hub cache, and one clear error line for each kind of bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -102,37 +104,12 @@ fn language_aliases_are_accepted_on_the_command_line() {
     assert_eq!(json["translations"][0]["lang"], "fra_Latn");
 }
 
-/// Lays out a Hugging Face Hub cache as huggingface_hub writes it: blobs, a snapshot of symlinks, a ref.
-fn hub_cache(repo: &str, commit: &str) -> tempfile::TempDir {
-    let cache = tempfile::tempdir().unwrap();
-    let repo_dir = cache.path().join("hub").join(format!("models--{}", repo.replace('/', "--")));
-    let snapshot = repo_dir.join("snapshots").join(commit);
-    std::fs::create_dir_all(repo_dir.join("blobs")).unwrap();
-    std::fs::create_dir_all(&snapshot).unwrap();
-    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
-    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
-    for entry in std::fs::read_dir(fixture_dir()).unwrap() {
-        let entry = entry.unwrap();
-        if !entry.file_type().unwrap().is_file() || entry.file_name() == "reference.json" {
-            continue;
-        }
-        let blob = repo_dir.join("blobs").join(format!("blob-{}", entry.file_name().to_string_lossy()));
-        std::fs::copy(entry.path(), &blob).unwrap();
-        std::os::unix::fs::symlink(
-            Path::new("../../blobs").join(blob.file_name().unwrap()),
-            snapshot.join(entry.file_name()),
-        )
-        .unwrap();
-    }
-    cache
-}
-
 #[test]
 fn a_hub_repo_id_is_resolved_from_the_hf_home_cache_offline() {
     let reference = reference();
     let case = short_case(&reference);
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    let cache = hub_cache("facebook/nllb-tiny-fixture", commit);
+    let cache = common::hub_cache(&fixture_dir(), "facebook/nllb-tiny-fixture", commit);
     for revision in [None, Some(commit)] {
         let mut command = worker();
         command

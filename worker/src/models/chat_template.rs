@@ -71,7 +71,8 @@ impl ChatTemplate {
         env.add_filter("tojson", |value: Value| -> Result<String, JinjaError> {
             serde_json::to_string(&value).map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, e.to_string()))
         });
-        env.add_template_owned("chat", source.to_string()).map_err(|e| ChatTemplateError::Compile(e.to_string()))?;
+        env.add_template_owned("chat", strip_generation_tags(source))
+            .map_err(|e| ChatTemplateError::Compile(e.to_string()))?;
         Ok(ChatTemplate { env, bos_token: bos_token.into(), eos_token: eos_token.into() })
     }
 
@@ -124,6 +125,24 @@ impl ChatTemplate {
         }
         template.render(Value::from_serialize(&context)).map_err(|e| ChatTemplateError::Render(format!("{e:#}")))
     }
+}
+
+/// Removes `{% generation %}` / `{% endgeneration %}` (with any `-` whitespace control): transformers' jinja
+/// extension (`AssistantTracker`) renders their body unchanged and only records where it is, for assistant masks.
+fn strip_generation_tags(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(start) = rest.find("{%") {
+        let Some(end) = rest[start..].find("%}").map(|e| start + e + 2) else { break };
+        let inner = rest[start + 2..end - 2].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        out.push_str(&rest[..start]);
+        if inner != "generation" && inner != "endgeneration" {
+            out.push_str(&rest[start..end]);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `datetime.now().strftime(format)` for the formats chat templates use (%d %b %Y %m %B %y %H %M %S).
@@ -206,6 +225,14 @@ mod tests {
         let template = ChatTemplate::new(source, "<s>", "</s>").unwrap();
         let messages = [Message::user(vec![Content::Text { text: "  hi  ".into() }])];
         assert_eq!(template.render(&messages, true, None).unwrap(), "USER: hi\nASSISTANT:");
+    }
+
+    #[test]
+    fn generation_blocks_render_their_body() {
+        let source = "{% for m in messages %}{%- generation -%}[{{ m.role }}]{% endgeneration %}{% endfor %}";
+        let template = ChatTemplate::new(source, "", "").unwrap();
+        let messages = [Message::user(vec![Content::Video])];
+        assert_eq!(template.render(&messages, false, None).unwrap(), "[user]");
     }
 
     #[test]

@@ -3,8 +3,11 @@
 pub mod chat_template;
 pub mod generate;
 pub mod hub;
+pub mod image_processing;
 pub mod linear;
+pub mod llava_next;
 pub mod mllama;
 pub mod nllb;
 pub mod quant;
 pub mod tokenizer;
+pub mod vlm;

@@ -6,74 +6,17 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 
-use super::processor::{MllamaImageProcessor, ProcessorError};
+use super::processor::MllamaImageProcessor;
 use super::{cross_attention_token_masks, ImageContext, Mllama, MllamaConfig};
 use crate::media::RgbImage;
-use crate::models::chat_template::{ChatTemplate, ChatTemplateError, Content, Message};
-use crate::models::generate::{self, GenerateError, GenerationParams, RowRequest, Strategy};
-use crate::models::hub::{read_json, HubError, ModelRepo, WeightFiles};
+use crate::models::chat_template::{Content, Message};
+use crate::models::hub::{read_json, ModelRepo, WeightFiles};
 use crate::models::quant::Quant;
-use crate::models::tokenizer::{HfTokenizer, TokenizerError};
+use crate::models::tokenizer::HfTokenizer;
+use crate::models::vlm::ChatAssets;
+pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings, GenerationConfig};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ChatError {
-    #[error(transparent)]
-    Hub(#[from] HubError),
-    #[error("config.json of {model} is not a Llama 3.2 Vision (mllama) config: {reason}")]
-    Config { model: String, reason: String },
-    #[error("weights of {model} do not match its config.json: {source}")]
-    Weights {
-        model: String,
-        #[source]
-        source: candle_core::Error,
-    },
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-    #[error(transparent)]
-    Template(#[from] ChatTemplateError),
-    #[error(transparent)]
-    Processor(#[from] ProcessorError),
-    #[error("the prompt has {tokens} tokens; the model takes at most {limit}")]
-    PromptTooLong { tokens: usize, limit: usize },
-    #[error("generation failed: {0}")]
-    Generate(#[from] GenerateError),
-    #[error("the model failed: {0}")]
-    Model(#[from] candle_core::Error),
-}
-
-/// `generation_config.json` fields that shape decoding (transformers' `GenerationConfig`).
-#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
-pub struct GenerationConfig {
-    #[serde(default)]
-    pub do_sample: bool,
-    #[serde(default = "GenerationConfig::default_temperature")]
-    pub temperature: f64,
-    #[serde(default = "GenerationConfig::default_top_p")]
-    pub top_p: f64,
-    #[serde(default)]
-    pub eos_token_id: Option<super::config::TokenIds>,
-    #[serde(default)]
-    pub repetition_penalty: Option<f32>,
-}
-
-impl GenerationConfig {
-    fn default_temperature() -> f64 {
-        1.0
-    }
-    fn default_top_p() -> f64 {
-        1.0
-    }
-}
-
-/// How to decode an answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodeSettings {
-    pub max_new_tokens: usize,
-    /// `None`: greedy.
-    pub sampling: Option<(f64, f64)>,
-    pub seed: u64,
-    pub repetition_penalty: f32,
-}
+const FAMILY: &str = "Llama 3.2 Vision (mllama)";
 
 /// One question about one image.
 #[derive(Debug, Clone, Copy)]
@@ -97,22 +40,10 @@ pub struct Answer {
     pub num_tiles: usize,
 }
 
-/// Time spent on a batch, for the per-asset statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct BatchTimings {
-    pub preprocess_s: f64,
-    pub vision_s: f64,
-    pub generate_s: f64,
-}
-
 pub struct MllamaChat {
     model: Mllama,
-    tokenizer: HfTokenizer,
-    template: ChatTemplate,
+    assets: ChatAssets,
     processor: MllamaImageProcessor,
-    generation: GenerationConfig,
-    eos_token_ids: Vec<u32>,
-    bos_token: String,
     image_token: String,
     /// Pins the date some chat templates print; `None` lets the template use today's date.
     pub date_string: Option<String>,
@@ -123,48 +54,15 @@ impl MllamaChat {
     pub fn load(repo: &ModelRepo, dtype: DType, device: &Device, quant: Quant) -> Result<MllamaChat, ChatError> {
         let name = repo.source().to_string();
         let config: MllamaConfig = read_json(&repo.require("config.json")?)?;
-        config.validate().map_err(|reason| ChatError::Config { model: name.clone(), reason })?;
-        let tokenizer_config = repo.find("tokenizer_config.json")?;
-        let tokenizer = HfTokenizer::from_files(&repo.require("tokenizer.json")?, tokenizer_config.as_deref())?;
-        let chat_template_json = repo.find("chat_template.json")?;
-        let source = ChatTemplate::find_source(chat_template_json.as_deref(), tokenizer_config.as_deref())
-            .ok_or_else(|| ChatTemplateError::Missing { model: name.clone() })??;
-        let bos_token = tokenizer.special_token("bos_token").unwrap_or_else(|| "<|begin_of_text|>".into());
-        let eos_token = tokenizer.special_token("eos_token").unwrap_or_else(|| "<|eot_id|>".into());
-        let template = ChatTemplate::new(&source, &bos_token, &eos_token)?;
+        config.validate().map_err(|reason| ChatError::Config { model: name.clone(), family: FAMILY, reason })?;
+        let assets =
+            ChatAssets::load(repo, ("<|begin_of_text|>", "<|eot_id|>"), config.text_config.eos_token_id.as_ref())?;
         let processor = MllamaImageProcessor::from_file(repo.require("preprocessor_config.json")?)?;
-        let generation: GenerationConfig = match repo.find("generation_config.json")? {
-            Some(path) => read_json(&path)?,
-            None => GenerationConfig {
-                do_sample: false,
-                temperature: 1.0,
-                top_p: 1.0,
-                eos_token_id: None,
-                repetition_penalty: None,
-            },
-        };
-        let eos_token_ids = generation
-            .eos_token_id
-            .as_ref()
-            .or(config.text_config.eos_token_id.as_ref())
-            .map(|ids| ids.to_vec())
-            .unwrap_or_else(|| tokenizer.token_id(&eos_token).map(|id| vec![id]).unwrap_or_default());
         let weights = WeightFiles::locate(repo)?;
         let model = Mllama::new_quantized(&config, weights.var_builder(dtype, device)?, quant)
             .map_err(|source| ChatError::Weights { model: name.clone(), source })?;
         tracing::info!(model = %name, ?dtype, %quant, "vision model loaded");
-        Ok(MllamaChat {
-            model,
-            tokenizer,
-            template,
-            processor,
-            generation,
-            eos_token_ids,
-            bos_token,
-            image_token: "<|image|>".into(),
-            date_string: None,
-            name,
-        })
+        Ok(MllamaChat { model, assets, processor, image_token: "<|image|>".into(), date_string: None, name })
     }
 
     pub fn name(&self) -> &str {
@@ -176,7 +74,7 @@ impl MllamaChat {
     }
 
     pub fn tokenizer(&self) -> &HfTokenizer {
-        &self.tokenizer
+        &self.assets.tokenizer
     }
 
     pub fn processor(&self) -> &MllamaImageProcessor {
@@ -185,13 +83,7 @@ impl MllamaChat {
 
     /// The checkpoint's own decoding defaults (Llama 3.2 Vision Instruct samples at temperature 0.6, top-p 0.9).
     pub fn default_settings(&self, max_new_tokens: usize) -> DecodeSettings {
-        let g = &self.generation;
-        DecodeSettings {
-            max_new_tokens,
-            sampling: g.do_sample.then_some((g.temperature, g.top_p)),
-            seed: 0,
-            repetition_penalty: g.repetition_penalty.unwrap_or(1.0),
-        }
+        self.assets.generation.settings(max_new_tokens)
     }
 
     /// Model input ids for a user message, with an image before the text when `with_image`: the chat template
@@ -203,8 +95,9 @@ impl MllamaChat {
             content.push(Content::Image);
         }
         content.push(Content::Text { text: text.to_string() });
-        let prompt = self.template.render(&[Message::user(content)], true, self.date_string.as_deref())?;
-        let prompt = if prompt.contains(&self.bos_token) {
+        let prompt = self.assets.template.render(&[Message::user(content)], true, self.date_string.as_deref())?;
+        let bos_token = &self.assets.bos_token;
+        let prompt = if prompt.contains(bos_token) {
             prompt
         } else {
             let mut rest = prompt.as_str();
@@ -213,9 +106,9 @@ impl MllamaChat {
                 rest = stripped;
                 leading_images += 1;
             }
-            format!("{}{}{rest}", self.image_token.repeat(leading_images), self.bos_token)
+            format!("{}{bos_token}{rest}", self.image_token.repeat(leading_images))
         };
-        Ok(self.tokenizer.encode(&prompt, false)?)
+        Ok(self.assets.tokenizer.encode(&prompt, false)?)
     }
 
     /// Answers every prompt: images through the vision encoder together, all sequences decoded together.
@@ -253,31 +146,21 @@ impl MllamaChat {
 
         let started = Instant::now();
         let mut session = self.model.start(prompts.len(), Some(context))?;
-        let requests: Vec<RowRequest> =
-            ids.iter().map(|ids| RowRequest { prompt: ids.clone(), forced: vec![] }).collect();
-        let params = GenerationParams {
-            strategy: match settings.sampling {
-                Some((temperature, top_p)) => Strategy::Sample { temperature, top_p, seed: settings.seed },
-                None => Strategy::Greedy,
-            },
-            max_new_tokens: settings.max_new_tokens,
-            min_new_tokens: 0,
-            eos_token_ids: self.eos_token_ids.clone(),
-            repetition_penalty: settings.repetition_penalty,
-        };
-        let generated = generate::generate(&mut session, &requests, &params)?;
+        let decoded = self.assets.generate(&mut session, &ids, settings)?;
         timings.generate_s = started.elapsed().as_secs_f64();
 
-        let answers = generated
+        let answers = decoded
             .into_iter()
             .zip(ids)
             .zip(&processed)
-            .map(|((out, prompt_token_ids), image)| {
-                let token_ids = out.new_tokens().to_vec();
-                let text = self.tokenizer.decode(&token_ids, true)?;
-                Ok(Answer { prompt_token_ids, token_ids, text, finished: out.finished, num_tiles: image.num_tiles })
+            .map(|((out, prompt_token_ids), image)| Answer {
+                prompt_token_ids,
+                token_ids: out.token_ids,
+                text: out.text,
+                finished: out.finished,
+                num_tiles: image.num_tiles,
             })
-            .collect::<Result<Vec<_>, ChatError>>()?;
+            .collect();
         Ok((answers, timings))
     }
 }

@@ -99,19 +99,46 @@ impl TokenIds {
     }
 }
 
-/// `rope_scaling`; vislingo implements `default` and Llama 3.1's `llama3` (transformers modeling_rope_utils.py).
+/// `rope_scaling`; vislingo implements `default`, `linear` and Llama 3.1's `llama3` (transformers
+/// modeling_rope_utils.py). The kind is `rope_type`, or the older `type` (transformers writes both).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(try_from = "RawRopeScaling")]
 pub struct RopeScaling {
-    #[serde(alias = "type")]
     pub rope_type: String,
-    #[serde(default = "d::one")]
     pub factor: f64,
-    #[serde(default = "d::one")]
     pub low_freq_factor: f64,
-    #[serde(default = "d::four")]
     pub high_freq_factor: f64,
-    #[serde(default = "d::original_positions")]
     pub original_max_position_embeddings: usize,
+}
+
+#[derive(Deserialize)]
+struct RawRopeScaling {
+    #[serde(default)]
+    rope_type: Option<String>,
+    #[serde(default, rename = "type")]
+    legacy_type: Option<String>,
+    #[serde(default = "d::one")]
+    factor: f64,
+    #[serde(default = "d::one")]
+    low_freq_factor: f64,
+    #[serde(default = "d::four")]
+    high_freq_factor: f64,
+    #[serde(default = "d::original_positions")]
+    original_max_position_embeddings: usize,
+}
+
+impl TryFrom<RawRopeScaling> for RopeScaling {
+    type Error = String;
+
+    fn try_from(raw: RawRopeScaling) -> Result<Self, String> {
+        Ok(RopeScaling {
+            rope_type: raw.rope_type.or(raw.legacy_type).ok_or("rope_scaling has no `rope_type` (or `type`)")?,
+            factor: raw.factor,
+            low_freq_factor: raw.low_freq_factor,
+            high_freq_factor: raw.high_freq_factor,
+            original_max_position_embeddings: raw.original_max_position_embeddings,
+        })
+    }
 }
 
 impl VisionConfig {

@@ -10,12 +10,15 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use serde::{Deserialize, Deserializer};
-use thiserror::Error;
+use serde::Deserialize;
 
 use super::vision::VisionInput;
 use crate::media::pil::{Filter, PilError};
-use crate::media::{self, DecodeOptions, MediaError, RgbImage};
+use crate::media::{self, DecodeOptions, RgbImage};
+pub use crate::models::image_processing::ProcessorError;
+use crate::models::image_processing::{convolution_filter, float_or_list, read_config, PixelNormalizer};
+
+const PROCESSOR: &str = "MllamaImageProcessor";
 
 /// `IMAGENET_STANDARD_MEAN` / `IMAGENET_STANDARD_STD`, the class defaults for `image_mean` / `image_std`.
 const IMAGENET_STANDARD: [f64; 3] = [0.5, 0.5, 0.5];
@@ -68,42 +71,6 @@ impl Default for MllamaImageProcessorConfig {
             max_image_tiles: 4,
         }
     }
-}
-
-/// `image_mean` / `image_std` may be one number (applied to every channel) or a list.
-fn float_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum FloatOrList {
-        One(f64),
-        Many(Vec<f64>),
-    }
-    Ok(match FloatOrList::deserialize(d)? {
-        FloatOrList::One(v) => vec![v; 3],
-        FloatOrList::Many(v) => v,
-    })
-}
-
-#[derive(Debug, Error)]
-pub enum ProcessorError {
-    #[error("{path}: cannot read the image processor config: {source}")]
-    ConfigRead {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: invalid image processor config: {source}")]
-    ConfigJson {
-        path: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("invalid MllamaImageProcessor config: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Media(#[from] MediaError),
-    #[error(transparent)]
-    Resize(#[from] PilError),
 }
 
 /// One image after preprocessing: the `pixel_values[i, j]`, `aspect_ratio_ids[i, j]`,
@@ -218,14 +185,13 @@ pub fn get_image_size_fit_to_canvas(
 pub struct MllamaImageProcessor {
     config: MllamaImageProcessorConfig,
     filter: Filter,
-    mean: [f32; 3],
-    std: [f32; 3],
+    normalizer: PixelNormalizer,
 }
 
 impl MllamaImageProcessor {
     /// Validates the config as `_validate_mllama_preprocess_arguments` and `validate_preprocess_arguments` do.
     pub fn new(config: MllamaImageProcessorConfig) -> Result<Self, ProcessorError> {
-        let bad = |m: String| Err(ProcessorError::Config(m));
+        let bad = |message: String| Err(ProcessorError::Config { processor: PROCESSOR, message });
         if !config.do_pad {
             return bad("MllamaImageProcessor doesn't support `do_pad=False` mode".into());
         }
@@ -241,37 +207,18 @@ impl MllamaImageProcessor {
                 config.size.height, config.size.width
             ));
         }
-        let filter = match Filter::from_pil(config.resample) {
-            Some(Filter::Nearest) | None => {
-                return bad(format!(
-                    "`resample` {} is not supported (use a Pillow convolution filter, 1-5)",
-                    config.resample
-                ))
-            }
-            Some(f) => f,
-        };
-        let three = |name: &str, v: &[f64]| -> Result<[f32; 3], ProcessorError> {
-            match v {
-                [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
-                _ => Err(ProcessorError::Config(format!("`{name}` must have 3 values (RGB), got {}", v.len()))),
-            }
-        };
-        let mean = three("image_mean", &config.image_mean)?;
-        let std = three("image_std", &config.image_std)?;
-        if config.do_normalize && std.contains(&0.0) {
-            return bad("`image_std` must not contain 0".into());
-        }
-        Ok(MllamaImageProcessor { config, filter, mean, std })
+        let filter = convolution_filter(config.resample, PROCESSOR)?;
+        let normalizer = PixelNormalizer::new(
+            config.do_rescale.then_some(config.rescale_factor),
+            config.do_normalize.then_some((&config.image_mean, &config.image_std)),
+            PROCESSOR,
+        )?;
+        Ok(MllamaImageProcessor { config, filter, normalizer })
     }
 
     /// Reads `preprocessor_config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ProcessorError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ProcessorError::ConfigRead { path: path.display().to_string(), source })?;
-        let config = serde_json::from_str(&text)
-            .map_err(|source| ProcessorError::ConfigJson { path: path.display().to_string(), source })?;
-        Self::new(config)
+        Self::new(read_config(path.as_ref())?)
     }
 
     pub fn config(&self) -> &MllamaImageProcessorConfig {
@@ -315,13 +262,7 @@ impl MllamaImageProcessor {
         let num_tiles = tiles_h * tiles_w;
         let plane = tile * tile;
         let mut pixel_values = vec![0f32; max_tiles * 3 * plane];
-        let value = |v: u8, c: usize| -> f32 {
-            let mut x = if self.config.do_rescale { (v as f64 * self.config.rescale_factor) as f32 } else { v as f32 };
-            if self.config.do_normalize {
-                x = (x - self.mean[c]) / self.std[c];
-            }
-            x
-        };
+        let value = |v: u8, c: usize| self.normalizer.value(v, c);
         let padding: [f32; 3] = [value(0, 0), value(0, 1), value(0, 2)];
         for th in 0..tiles_h {
             for tw in 0..tiles_w {
@@ -419,7 +360,7 @@ mod tests {
             r#"{"image_std": [0.5, 0.5]}"#,
         ] {
             let c: MllamaImageProcessorConfig = serde_json::from_str(json).unwrap();
-            assert!(matches!(MllamaImageProcessor::new(c), Err(ProcessorError::Config(_))), "{json}");
+            assert!(matches!(MllamaImageProcessor::new(c), Err(ProcessorError::Config { .. })), "{json}");
         }
     }
 }

@@ -8,7 +8,7 @@ use candle_nn::{embedding, linear_no_bias, Embedding, Linear, RmsNorm, VarBuilde
 
 use crate::models::quant::{QLinear, Quant};
 
-use super::config::TextConfig;
+use super::config::{RopeScaling, TextConfig};
 use super::vision::{dtype_min, softmax_f32};
 use crate::models::generate::DecodeSession;
 
@@ -16,8 +16,9 @@ fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
     candle_nn::rms_norm(size, eps, vb)
 }
 
+/// Llama's gated MLP: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
-struct Mlp {
+pub(crate) struct Mlp {
     gate_proj: QLinear,
     up_proj: QLinear,
     down_proj: QLinear,
@@ -25,22 +26,25 @@ struct Mlp {
 
 impl Mlp {
     fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Self::with_dims(cfg.hidden_size, cfg.intermediate_size, false, vb, quant)
+    }
+
+    pub(crate) fn with_dims(h: usize, i: usize, bias: bool, vb: VarBuilder, quant: Quant) -> Result<Self> {
         Ok(Mlp {
-            gate_proj: QLinear::load(h, i, false, vb.pp("gate_proj"), quant)?,
-            up_proj: QLinear::load(h, i, false, vb.pp("up_proj"), quant)?,
-            down_proj: QLinear::load(i, h, false, vb.pp("down_proj"), quant)?,
+            gate_proj: QLinear::load(h, i, bias, vb.pp("gate_proj"), quant)?,
+            up_proj: QLinear::load(h, i, bias, vb.pp("up_proj"), quant)?,
+            down_proj: QLinear::load(i, h, bias, vb.pp("down_proj"), quant)?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.down_proj.forward(&(self.gate_proj.forward(x)?.silu()? * self.up_proj.forward(x)?)?)
     }
 }
 
 /// Attention with `heads` query heads sharing `kv_heads` key/value heads, computed without repeating keys
 /// and values: the query heads of one group are folded into the query length.
-fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, kv_heads: usize) -> Result<Tensor> {
+pub(crate) fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, kv_heads: usize) -> Result<Tensor> {
     let (rows, heads, len, head_dim) = q.dims4()?;
     let groups = heads / kv_heads;
     let keys = k.dim(2)?;
@@ -52,8 +56,9 @@ fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, kv_heads
     weights.matmul(v)?.reshape((rows, heads, len, head_dim))
 }
 
+/// Llama self-attention with rotary embeddings and grouped-query heads; the KV cache is passed in.
 #[derive(Debug, Clone)]
-struct SelfAttention {
+pub(crate) struct SelfAttention {
     q_proj: QLinear,
     k_proj: QLinear,
     v_proj: QLinear,
@@ -66,20 +71,39 @@ struct SelfAttention {
 impl SelfAttention {
     fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant) -> Result<Self> {
         let head_dim = cfg.hidden_size / cfg.num_attention_heads;
-        let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim);
+        let heads = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        Self::with_dims(cfg.hidden_size, heads, head_dim, false, vb, quant)
+    }
+
+    /// `heads` is (query heads, key/value heads).
+    pub(crate) fn with_dims(
+        h: usize,
+        (heads, kv_heads): (usize, usize),
+        head_dim: usize,
+        bias: bool,
+        vb: VarBuilder,
+        quant: Quant,
+    ) -> Result<Self> {
+        let (q, kv) = (heads * head_dim, kv_heads * head_dim);
         Ok(SelfAttention {
-            q_proj: QLinear::load(h, q, false, vb.pp("q_proj"), quant)?,
-            k_proj: QLinear::load(h, kv, false, vb.pp("k_proj"), quant)?,
-            v_proj: QLinear::load(h, kv, false, vb.pp("v_proj"), quant)?,
-            o_proj: QLinear::load(q, h, false, vb.pp("o_proj"), quant)?,
-            heads: cfg.num_attention_heads,
-            kv_heads: cfg.num_key_value_heads,
+            q_proj: QLinear::load(h, q, bias, vb.pp("q_proj"), quant)?,
+            k_proj: QLinear::load(h, kv, bias, vb.pp("k_proj"), quant)?,
+            v_proj: QLinear::load(h, kv, bias, vb.pp("v_proj"), quant)?,
+            o_proj: QLinear::load(q, h, bias, vb.pp("o_proj"), quant)?,
+            heads,
+            kv_heads,
             head_dim,
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
-        let (rows, len, hidden) = x.dims3()?;
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        mask: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let (rows, len, _) = x.dims3()?;
         let split = |t: Tensor, heads| t.reshape((rows, len, heads, self.head_dim))?.transpose(1, 2)?.contiguous();
         let q = split(self.q_proj.forward(x)?, self.heads)?;
         let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
@@ -92,7 +116,7 @@ impl SelfAttention {
         };
         let out = grouped_attention(&q, &k, &v, mask, self.kv_heads)?;
         *cache = Some((k, v));
-        self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, hidden))?)
+        self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, self.heads * self.head_dim))?)
     }
 }
 
@@ -165,9 +189,32 @@ enum Layer {
 }
 
 /// Rotary cosines and sines for the rows' positions, `(rows, len, head_dim / 2)`.
-struct Rope {
+pub(crate) struct Rope {
     cos: Tensor,
     sin: Tensor,
+}
+
+impl Rope {
+    /// `cos(p * f)` and `sin(p * f)` in f32 for every row's positions `p` and inverse frequency `f`
+    /// (`LlamaRotaryEmbedding.forward`), then cast to `dtype`.
+    pub(crate) fn new(inv_freq: &[f32], positions: &[Vec<u32>], device: &Device, dtype: DType) -> Result<Rope> {
+        let rows = positions.len();
+        let len = positions.first().map_or(0, Vec::len);
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(rows * len * half);
+        let mut sin = Vec::with_capacity(rows * len * half);
+        for row in positions {
+            for &p in row {
+                for &f in inv_freq {
+                    let angle = f * p as f32;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let make = |v: Vec<f32>| Tensor::from_vec(v, (rows, len, half), device)?.to_dtype(dtype);
+        Ok(Rope { cos: make(cos)?, sin: make(sin)? })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -224,7 +271,11 @@ impl TextModel {
             layers,
             norm: rms_norm(h, cfg.rms_norm_eps, model.pp("norm"))?,
             lm_head,
-            inv_freq: rope_inverse_frequencies(cfg),
+            inv_freq: rope_inverse_frequencies(
+                cfg.hidden_size / cfg.num_attention_heads,
+                cfg.rope_theta,
+                cfg.rope_scaling.as_ref(),
+            ),
             config: cfg.clone(),
             device: vb.device().clone(),
             dtype: vb.dtype(),
@@ -233,25 +284,6 @@ impl TextModel {
 
     pub fn config(&self) -> &TextConfig {
         &self.config
-    }
-
-    fn rope(&self, positions: &[Vec<u32>]) -> Result<Rope> {
-        let rows = positions.len();
-        let len = positions.first().map_or(0, Vec::len);
-        let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(rows * len * half);
-        let mut sin = Vec::with_capacity(rows * len * half);
-        for row in positions {
-            for &p in row {
-                for &f in &self.inv_freq {
-                    let angle = f * p as f32;
-                    cos.push(angle.cos());
-                    sin.push(angle.sin());
-                }
-            }
-        }
-        let make = |v: Vec<f32>| Tensor::from_vec(v, (rows, len, half), &self.device)?.to_dtype(self.dtype);
-        Ok(Rope { cos: make(cos)?, sin: make(sin)? })
     }
 
     /// A decoding session over `rows` sequences. `images` holds the projected image features of each row,
@@ -287,12 +319,8 @@ impl TextModel {
         let ids = Tensor::from_iter(tokens.iter().flatten().copied(), &self.device)?.reshape((rows, len))?;
         let mut x = self.embed_tokens.forward(&ids)?;
 
-        // Positions: attention_mask.cumsum(-1) - 1, 1 where padded (prepare_inputs_for_generation).
-        let positions: Vec<Vec<u32>> = pads
-            .iter()
-            .map(|&pad| (past..past + len).map(|j| if j < pad { 1 } else { (j - pad) as u32 }).collect())
-            .collect();
-        let rope = self.rope(&positions)?;
+        let positions = padded_positions(pads, past, len);
+        let rope = Rope::new(&self.inv_freq, &positions, &self.device, self.dtype)?;
         let self_mask = causal_padding_mask(pads, past, len, &self.device, self.dtype)?;
         let cross_masks = match &session.token_masks {
             Some(masks) => Some(cross_attention_mask(
@@ -424,9 +452,21 @@ impl DecodeSession for TextSession<'_> {
     }
 }
 
+/// Positions of tokens `past..past + len` of left-padded rows: `attention_mask.cumsum(-1) - 1`, 1 where padded
+/// (`prepare_inputs_for_generation`).
+pub(crate) fn padded_positions(pads: &[usize], past: usize, len: usize) -> Vec<Vec<u32>> {
+    pads.iter().map(|&pad| (past..past + len).map(|j| if j < pad { 1 } else { (j - pad) as u32 }).collect()).collect()
+}
+
 /// Additive mask `(rows, 1, len, past + len)`: causal, and left padding masked with the dtype's minimum
 /// (`_prepare_4d_causal_attention_mask_with_cache_position`).
-fn causal_padding_mask(pads: &[usize], past: usize, len: usize, device: &Device, dtype: DType) -> Result<Tensor> {
+pub(crate) fn causal_padding_mask(
+    pads: &[usize],
+    past: usize,
+    len: usize,
+    device: &Device,
+    dtype: DType,
+) -> Result<Tensor> {
     let total = past + len;
     let min = dtype_min(dtype);
     let mut data = Vec::with_capacity(pads.len() * len * total);
@@ -474,13 +514,16 @@ fn cross_attention_mask(
     Ok((mask, visible))
 }
 
-/// Inverse RoPE frequencies in f32 as transformers computes them, with llama3 scaling when configured
-/// (`_compute_default_rope_parameters`, `_compute_llama3_parameters`).
-fn rope_inverse_frequencies(cfg: &TextConfig) -> Vec<f32> {
-    let head_dim = cfg.hidden_size / cfg.num_attention_heads;
-    let base = cfg.rope_theta as f32;
+/// Inverse RoPE frequencies in f32 as transformers computes them, with linear or llama3 scaling when configured
+/// (`_compute_default_rope_parameters`, `_compute_linear_scaling_rope_parameters`, `_compute_llama3_parameters`).
+pub(crate) fn rope_inverse_frequencies(head_dim: usize, rope_theta: f64, scaling: Option<&RopeScaling>) -> Vec<f32> {
+    let base = rope_theta as f32;
     let inv: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1.0 / base.powf(i as f32 / head_dim as f32)).collect();
-    let Some(scaling) = cfg.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") else {
+    if let Some(linear) = scaling.filter(|s| s.rope_type == "linear") {
+        let factor = linear.factor as f32;
+        return inv.into_iter().map(|f| f / factor).collect();
+    }
+    let Some(scaling) = scaling.filter(|s| s.rope_type == "llama3") else {
         return inv;
     };
     let factor = scaling.factor as f32;

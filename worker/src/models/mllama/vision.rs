@@ -53,7 +53,7 @@ impl Attention {
 }
 
 /// `softmax(x, dim=-1, dtype=torch.float32).to(x.dtype)`.
-pub(super) fn softmax_f32(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn softmax_f32(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
 }
 
@@ -291,7 +291,7 @@ fn aspect_ratio_attention_mask(
 }
 
 /// `torch.finfo(dtype).min`, as an f32 that converts to exactly that value.
-pub(super) fn dtype_min(dtype: DType) -> f32 {
+pub(crate) fn dtype_min(dtype: DType) -> f32 {
     match dtype {
         DType::F16 => -65504.0,
         DType::BF16 => -3.3895314e38,

@@ -1,0 +1,218 @@
+//! LLaVA-NeXT-Video as a chat model: loads a checkpoint folder or Hub repo (config, weights, tokenizer, chat
+//! template, processor configs, generation config) and answers prompts about still images or videos (sampled
+//! frames), many at a time, as `LlavaNextVideoProcessor` + `generate` would.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::processor::LlavaNextProcessor;
+use super::{LlavaNextVideo, LlavaNextVideoConfig};
+use crate::media::RgbImage;
+use crate::models::chat_template::{Content, Message};
+use crate::models::hub::{read_json, ModelRepo, WeightFiles};
+use crate::models::quant::Quant;
+use crate::models::tokenizer::HfTokenizer;
+use crate::models::vlm::ChatAssets;
+pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings, GenerationConfig};
+
+const FAMILY: &str = "LLaVA-NeXT-Video";
+
+/// What a prompt is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Media<'a> {
+    /// A still image (anyres path, `<image>`).
+    Image(&'a RgbImage),
+    /// A video as its sampled frames, all the same size (`<video>`).
+    ///
+    /// Its placeholder count is its own `frames x pooled patches`. transformers 4.46.3 differs in two corner
+    /// cases: its processor counts every video of a batch with the first video's frames, and its model falls back
+    /// to the legacy (unexpanded) merge when a prompt has fewer placeholders than `video_seq_length` (288 on the
+    /// 7B: clips of one or two frames).
+    Video(&'a [RgbImage]),
+}
+
+/// One question about one image or video.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaPrompt<'a> {
+    pub media: Media<'a>,
+    /// The user message (the chat template wraps it).
+    pub text: &'a str,
+}
+
+/// The model's answer to one prompt.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Answer {
+    /// The full model input after the chat template and placeholder expansion.
+    pub prompt_token_ids: Vec<u32>,
+    /// Generated ids only (the end token included when one was produced).
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    /// Whether an end token stopped it (otherwise `max_new_tokens` did).
+    pub finished: bool,
+    /// Image or video feature tokens the model saw.
+    pub media_tokens: usize,
+}
+
+/// A prompt's media after preprocessing.
+enum Processed {
+    Image(super::processor::ProcessedImage),
+    Video(super::processor::ProcessedVideo),
+}
+
+pub struct LlavaNextChat {
+    model: LlavaNextVideo,
+    assets: ChatAssets,
+    processor: LlavaNextProcessor,
+    name: String,
+}
+
+impl LlavaNextChat {
+    pub fn load(repo: &ModelRepo, dtype: DType, device: &Device, quant: Quant) -> Result<LlavaNextChat, ChatError> {
+        let name = repo.source().to_string();
+        let config: LlavaNextVideoConfig = read_json(&repo.require("config.json")?)?;
+        config.validate().map_err(|reason| ChatError::Config { model: name.clone(), family: FAMILY, reason })?;
+        let assets = ChatAssets::load(repo, ("<s>", "</s>"), config.text_config.eos_token_id.as_ref())?;
+        let processor = LlavaNextProcessor::from_files(
+            &repo.require("preprocessor_config.json")?,
+            repo.find("video_preprocessor_config.json")?.as_deref(),
+            repo.find("processor_config.json")?.as_deref(),
+            config.vision_config.patch_size,
+            &config.vision_feature_select_strategy,
+        )?;
+        let crop = processor.image.crop_hw();
+        let size = config.vision_config.image_size;
+        if crop != (size, size) || processor.video.crop_hw() != (size, size) {
+            return Err(ChatError::Config {
+                model: name,
+                family: FAMILY,
+                reason: format!("the processors crop to {crop:?}, the vision tower takes {size}x{size}"),
+            });
+        }
+        let weights = WeightFiles::locate(repo)?;
+        let model = LlavaNextVideo::new_quantized(&config, weights.var_builder(dtype, device)?, quant)
+            .map_err(|source| ChatError::Weights { model: name.clone(), source })?;
+        tracing::info!(model = %name, ?dtype, %quant, "video model loaded");
+        Ok(LlavaNextChat { model, assets, processor, name })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn model(&self) -> &LlavaNextVideo {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &HfTokenizer {
+        &self.assets.tokenizer
+    }
+
+    pub fn processor(&self) -> &LlavaNextProcessor {
+        &self.processor
+    }
+
+    /// The checkpoint's own decoding defaults (`generation_config.json`).
+    pub fn default_settings(&self, max_new_tokens: usize) -> DecodeSettings {
+        self.assets.generation.settings(max_new_tokens)
+    }
+
+    /// The rendered chat prompt for a user message about an image or a video (before placeholder expansion).
+    pub fn prompt_text(&self, text: &str, video: bool) -> Result<String, ChatError> {
+        let media = if video { Content::Video } else { Content::Image };
+        let content = vec![media, Content::Text { text: text.to_string() }];
+        Ok(self.assets.template.render(&[Message::user(content)], true, None)?)
+    }
+
+    /// Model input ids: the chat template with the generation prompt, each `<image>` / `<video>` repeated
+    /// `media_tokens` times (the processor's expansion), tokenized with the tokenizer's special tokens (BOS).
+    pub fn prompt_ids(&self, text: &str, video: bool, media_tokens: usize) -> Result<Vec<u32>, ChatError> {
+        let prompt = self.prompt_text(text, video)?;
+        let config = &self.processor.config;
+        let token = if video { &config.video_token } else { &config.image_token };
+        let prompt = prompt.replace(token.as_str(), &token.repeat(media_tokens));
+        Ok(self.assets.tokenizer.encode(&prompt, true)?)
+    }
+
+    /// Answers every prompt: each image or video through the vision tower, all sequences decoded together.
+    pub fn answer(
+        &self,
+        prompts: &[MediaPrompt],
+        settings: &DecodeSettings,
+    ) -> Result<(Vec<Answer>, BatchTimings), ChatError> {
+        let mut timings = BatchTimings::default();
+        if prompts.is_empty() {
+            return Ok((Vec::new(), timings));
+        }
+        let started = Instant::now();
+        let device = self.model.device().clone();
+        let mut processed = Vec::with_capacity(prompts.len());
+        let mut ids = Vec::with_capacity(prompts.len());
+        for prompt in prompts {
+            let (media, tokens, video) = match prompt.media {
+                Media::Image(image) => {
+                    let p = self.processor.image.preprocess_image(image)?;
+                    let tokens = self.processor.image_tokens(p.image_size);
+                    (Processed::Image(p), tokens, false)
+                }
+                Media::Video(frames) => {
+                    let p = self.processor.video.preprocess_video(frames)?;
+                    let tokens = self.processor.video_tokens(p.frames);
+                    (Processed::Video(p), tokens, true)
+                }
+            };
+            ids.push(self.prompt_ids(prompt.text, video, tokens)?);
+            processed.push((media, tokens));
+        }
+        let limit = self.model.config().text_config.max_position_embeddings;
+        if let Some(long) = ids.iter().find(|ids| ids.len() + settings.max_new_tokens > limit) {
+            return Err(ChatError::PromptTooLong { tokens: long.len() + settings.max_new_tokens, limit });
+        }
+        timings.preprocess_s = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let mut embeddings = Vec::with_capacity(prompts.len());
+        for ((media, _), ids) in processed.iter().zip(&ids) {
+            embeddings.push(match media {
+                Processed::Image(p) => {
+                    let (h, w) = p.crop_hw;
+                    let pixels = Tensor::from_slice(&p.pixel_values, (p.num_crops, 3, h, w), &device)?;
+                    let features = self.model.image_features(&pixels, p.image_size)?;
+                    self.model.merge_features(ids, Some(&features), None)?
+                }
+                Processed::Video(p) => {
+                    let (h, w) = p.crop_hw;
+                    let pixels = Tensor::from_slice(&p.pixel_values, (p.frames, 3, h, w), &device)?;
+                    let features = self.model.video_features(&pixels)?;
+                    self.model.merge_features(ids, None, Some(&features))?
+                }
+            });
+        }
+        timings.vision_s = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let mut session = self.model.start(embeddings);
+        let decoded = self.assets.generate(&mut session, &ids, settings)?;
+        timings.generate_s = started.elapsed().as_secs_f64();
+
+        let answers = decoded
+            .into_iter()
+            .zip(ids)
+            .zip(&processed)
+            .map(|((out, prompt_token_ids), (_, media_tokens))| Answer {
+                prompt_token_ids,
+                token_ids: out.token_ids,
+                text: out.text,
+                finished: out.finished,
+                media_tokens: *media_tokens,
+            })
+            .collect();
+        Ok((answers, timings))
+    }
+}
+
+impl std::fmt::Debug for LlavaNextChat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlavaNextChat").field("name", &self.name).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,30 @@
+//! Helpers shared by the integration tests.
+
+use std::path::Path;
+
+/// Lays out a Hugging Face Hub cache as huggingface_hub writes it under `$HF_HOME/hub`: blobs, a snapshot of
+/// symlinks to them, and `refs/main` = `commit`, holding the files of `fixture` (not its `reference*` files).
+/// Returns the `HF_HOME` folder.
+pub fn hub_cache(fixture: &Path, repo: &str, commit: &str) -> tempfile::TempDir {
+    let cache = tempfile::tempdir().unwrap();
+    let repo_dir = cache.path().join("hub").join(format!("models--{}", repo.replace('/', "--")));
+    let snapshot = repo_dir.join("snapshots").join(commit);
+    for dir in [repo_dir.join("blobs"), snapshot.clone(), repo_dir.join("refs")] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
+    for entry in std::fs::read_dir(fixture).unwrap() {
+        let entry = entry.unwrap();
+        if !entry.file_type().unwrap().is_file() || entry.file_name().to_string_lossy().starts_with("reference") {
+            continue;
+        }
+        let blob = repo_dir.join("blobs").join(format!("blob-{}", entry.file_name().to_string_lossy()));
+        std::fs::copy(entry.path(), &blob).unwrap();
+        std::os::unix::fs::symlink(
+            Path::new("../../blobs").join(blob.file_name().unwrap()),
+            snapshot.join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    cache
+}
