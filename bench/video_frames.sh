@@ -4,6 +4,8 @@
 # Extra arguments go to video-frames-bench (e.g. --repeats 9 --frames 16 --threads 1).
 #
 #   VL_BENCH_VIDEO    the clip, default /var/tmp/vislingo-bench/h264_1080p_90s.mp4
+#   VL_CARGO_PROFILE  cargo profile of the binary, default release (the time is spent in FFmpeg's C libraries,
+#                     which are the same in every profile; `dev` builds much faster from a warm target)
 #   CARGO_TARGET_DIR, CARGO_BUILD_JOBS as usual for cargo
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,10 @@ if [ ! -f "$VIDEO" ]; then
   mv "$VIDEO.part.mp4" "$VIDEO"
 fi
 
-CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release -p vislingo-bench --bin video-frames-bench -j "${CARGO_BUILD_JOBS:-2}"
+PROFILE="${VL_CARGO_PROFILE:-release}"
+CARGO_TARGET_DIR="$TARGET_DIR" cargo build --profile "$PROFILE" -p vislingo-bench --bin video-frames-bench \
+  -j "${CARGO_BUILD_JOBS:-2}"
+[ "$PROFILE" = dev ] && OUT_DIR=debug || OUT_DIR="$PROFILE"
 
-exec "$TARGET_DIR/release/video-frames-bench" "$VIDEO" "$@"
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs" >&2
+exec "$TARGET_DIR/$OUT_DIR/video-frames-bench" "$VIDEO" "$@"

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use ff::codec::context::Context as CodecContext;
+use ff::codec::discard::Discard;
 use ff::format::context::Input;
 use ff::media::Type;
 use ff::util::frame::Video as VideoFrame;
@@ -352,10 +353,20 @@ impl VideoReader {
         let mut eof_sent = false;
         let mut decode_error: Option<String> = None;
         let mut frame = VideoFrame::empty();
-        for &target in wanted {
+        // Packets before the first packet of any frame still wanted may skip non-reference frames (nothing
+        // decodes from them, so the frames wanted come out identical); H.264 and HEVC decoders honour this.
+        let skip_nonref = matches!(self.info.codec.as_str(), "h264" | "hevc");
+        let mut first_wanted_packet: Vec<usize> =
+            wanted.iter().map(|&w| self.index.ordinal_of_pts[&presentation[w]]).collect();
+        for i in (0..first_wanted_packet.len().saturating_sub(1)).rev() {
+            first_wanted_packet[i] = first_wanted_packet[i].min(first_wanted_packet[i + 1]);
+        }
+        let mut skipping = false;
+        for (ti, &target) in wanted.iter().enumerate() {
             if frames.contains_key(&target) {
                 continue;
             }
+            let protect_from = first_wanted_packet[ti];
             let pts = presentation[target];
             let start = self.index.start_for(pts);
             // Seek unless decoding on from where we are reaches the target without passing a better keyframe.
@@ -402,6 +413,11 @@ impl VideoReader {
                                     return Ok(Err(Fallback(format!("packet {ordinal} differs from the index"))));
                                 }
                                 next = Some(ordinal + 1);
+                                let skip = skip_nonref && ordinal < protect_from;
+                                if skip != skipping {
+                                    decoder.skip_frame(if skip { Discard::NonReference } else { Discard::Default });
+                                    skipping = skip;
+                                }
                                 if let Err(e) = decoder.send_packet(&packet) {
                                     decode_error = Some(format!("packet {ordinal}: {e}"));
                                 }
