@@ -57,6 +57,8 @@ CLIPS = {
                                "pools=1:frame-threads=1:keyint=12:min-keyint=12:scenecut=0:open-gop=1:bframes=3:log-level=error"],
     # AV1 in Matroska.
     "av1.mkv": src(24, 30) + ["-c:v", "libaom-av1", "-threads", "1", "-cpu-used", "8", "-g", "10", "-b:v", "100k"],
+    # MPEG-TS: packets re-parsed after every seek, timestamps at 90 kHz.
+    "h264_ts.ts": src(25, 30) + X264 + ["-bf", "3", "-g", "12"],
     # MPEG-4 part 2 in AVI.
     "mpeg4.avi": src(25, 30) + ["-c:v", "mpeg4", "-threads", "1", "-bf", "0", "-g", "10", "-q:v", "4"],
 }
@@ -121,7 +123,7 @@ def reference(path):
             # FFmpeg's codec name (PyAV's codec_context.name is the decoder's, e.g. libdav1d).
             "codec": subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
                                      "stream=codec_name", "-of", "csv=p=0", path],
-                                    check=True, capture_output=True, text=True).stdout.strip().split(",")[0],
+                                    check=True, capture_output=True, text=True).stdout.split()[0].split(",")[0],
             "container_frames": s.frames,
             "duration_s": duration_and_rate(c)[0],
             "fps": float(duration_and_rate(c)[1]),

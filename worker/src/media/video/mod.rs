@@ -30,7 +30,14 @@
 //! # Frame count N
 //! The container's `nb_frames` when it has one (mp4, mov, avi); otherwise (WebM, Matroska usually)
 //! `round(duration * average frame rate)`, capped at the number of video packets in the file. Which one was used
-//! is [`VideoInfo::frame_count_source`].
+//! is [`VideoInfo::frame_count_source`]. A wanted frame the file does not hold (a container count larger than
+//! what a truncated file still has) is an error ([`VideoError::Truncated`]), never replaced by another frame.
+//!
+//! # Limits
+//! Frames over [`SampleOptions::max_frame_pixels`] or samplings over [`SampleOptions::max_output_bytes`] are
+//! refused before decoding; besides the frames returned, memory holds the packet index (a few dozen bytes per
+//! frame of the clip) and FFmpeg's decoder state. Files whose packets lack distinct timestamps (raw elementary
+//! streams, AVI with B-frames) or cannot be recognised after a seek are decoded sequentially: correct, slower.
 //!
 //! # Rotation
 //! A display matrix (phones record upright clips as landscape frames plus a rotation) is applied by default, as
@@ -108,7 +115,9 @@ pub enum FrameCountSource {
     Container,
     /// The container has none: `round(duration_s * fps)`.
     DurationTimesRate,
-    /// The container has none and `round(duration_s * fps)` exceeded the packets in the file: the packet count.
+    /// The video packets in the file (each a frame): used when the container has no count and
+    /// `round(duration_s * fps)` exceeds them, or when the container's count includes frames its edit list hides
+    /// (flagged discard, never decoded).
     PacketCount,
 }
 

@@ -74,6 +74,8 @@ struct PacketIndex {
     ordinal_of_pts: HashMap<i64, usize>,
     /// Packet identity -> ordinal, to recognise where a seek landed.
     ordinal_of_id: HashMap<(i64, Option<i64>, Option<i64>), usize>,
+    /// Packets flagged discard (frames an mp4 edit list hides; the decoder drops them).
+    discarded: usize,
     /// Why demuxing stopped before the end of the file, if it did.
     read_error: Option<String>,
 }
@@ -81,10 +83,12 @@ struct PacketIndex {
 impl PacketIndex {
     fn build(input: &mut Input, stream: usize) -> Self {
         let mut entries = Vec::new();
+        let mut discarded = 0;
         let mut read_error = None;
         loop {
             match read_packet(input) {
                 Ok(Some(packet)) if is_frame_packet(&packet, stream) => entries.push(PacketEntry::of(&packet)),
+                Ok(Some(packet)) if packet.stream() == stream && packet.size() > 0 => discarded += 1,
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
@@ -109,7 +113,7 @@ impl PacketIndex {
         for (i, e) in entries.iter().enumerate() {
             ordinal_of_id.entry(e.id()).or_insert(i);
         }
-        PacketIndex { entries, keys, presentation, ordinal_of_pts, ordinal_of_id, read_error }
+        PacketIndex { entries, keys, presentation, ordinal_of_pts, ordinal_of_id, discarded, read_error }
     }
 
     /// The packet to start decoding from to reach frame `number`: the last keyframe, in decode order, at or
@@ -190,7 +194,12 @@ impl VideoReader {
         let index = PacketIndex::build(&mut input, stream);
         let packets = index.entries.len();
         let (frame_count, frame_count_source) = if container_frames > 0 {
-            (container_frames, FrameCountSource::Container)
+            if index.read_error.is_none() && index.discarded > 0 && container_frames == packets + index.discarded {
+                // The container counts frames its edit list hides: they are never decoded, so not frames.
+                (packets, FrameCountSource::PacketCount)
+            } else {
+                (container_frames, FrameCountSource::Container)
+            }
         } else {
             // Python's round() rounds halves to even; floor(x + 0.5) differs only at exact halves, which
             // duration * rate of a real clip does not hit. The reference script uses the same formula.
