@@ -413,7 +413,15 @@ impl VideoReader {
                             decode_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
                         ))));
                     }
-                    Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {
+                    Err(e) => {
+                        // EAGAIN: the decoder wants the next packet. Any other error is kept (the sequential
+                        // decode reports it if the frame never comes) and decoding goes on with the next packet.
+                        if !matches!(e, ff::Error::Other { errno } if errno == ff::util::error::EAGAIN) {
+                            decode_error = Some(e.to_string());
+                        }
+                        if eof_sent {
+                            return Ok(Err(Fallback(format!("frame {target} not produced after seeking ({e})"))));
+                        }
                         let ordinal = next.expect("positioned");
                         match self.read_video_packet() {
                             Ok(Some(packet)) => {
@@ -427,8 +435,14 @@ impl VideoReader {
                                     decoder.skip_frame(if skip { Discard::NonReference } else { Discard::Default });
                                     skipping = skip;
                                 }
-                                if let Err(e) = decoder.send_packet(&packet) {
-                                    decode_error = Some(format!("packet {ordinal}: {e}"));
+                                match decoder.send_packet(&packet) {
+                                    Ok(()) => {}
+                                    // Frames still to take out first: read this packet again next time.
+                                    Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {
+                                        self.pending = Some(packet);
+                                        next = Some(ordinal);
+                                    }
+                                    Err(e) => decode_error = Some(format!("packet {ordinal}: {e}")),
                                 }
                             }
                             Ok(None) | Err(_) => {
@@ -437,7 +451,6 @@ impl VideoReader {
                             }
                         }
                     }
-                    Err(e) => decode_error = Some(e.to_string()),
                 }
             }
         }
@@ -513,6 +526,8 @@ impl VideoReader {
         let mut frame = VideoFrame::empty();
         let mut decode_error: Option<String> = None;
         let mut eof_sent = false;
+        // A packet the decoder refused until its frames are taken out.
+        let mut pending: Option<Packet> = None;
         'decode: loop {
             match decoder.receive_frame(&mut frame) {
                 Ok(()) => {
@@ -526,33 +541,31 @@ impl VideoReader {
                     }
                 }
                 Err(ff::Error::Eof) => break 'decode,
-                Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {
+                Err(e) => {
+                    // EAGAIN: the decoder wants the next packet; other errors are kept and decoding goes on.
+                    if !matches!(e, ff::Error::Other { errno } if errno == ff::util::error::EAGAIN) {
+                        decode_error = Some(format!("after frame {number}: {e}"));
+                    }
                     if eof_sent {
                         break 'decode;
                     }
-                    let packet = loop {
+                    let packet = pending.take().or_else(|| loop {
                         match read_packet(&mut input) {
                             Ok(Some(p)) if is_frame_packet(&p, self.stream) => break Some(p),
                             Ok(Some(_)) => {}
                             Ok(None) | Err(_) => break None,
                         }
-                    };
+                    });
                     match packet {
-                        Some(p) => {
-                            if let Err(e) = decoder.send_packet(&p) {
-                                decode_error = Some(format!("after frame {number}: {e}"));
-                            }
-                        }
+                        Some(p) => match decoder.send_packet(&p) {
+                            Ok(()) => {}
+                            Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => pending = Some(p),
+                            Err(e) => decode_error = Some(format!("after frame {number}: {e}")),
+                        },
                         None => {
                             let _ = decoder.send_eof();
                             eof_sent = true;
                         }
-                    }
-                }
-                Err(e) => {
-                    decode_error = Some(format!("after frame {number}: {e}"));
-                    if eof_sent {
-                        break 'decode;
                     }
                 }
             }
