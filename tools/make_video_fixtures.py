@@ -149,6 +149,13 @@ def reference(path):
     }
 
 
+def raw_stream():
+    # The B-frame clip's H.264 as a raw elementary stream: no container timestamps, so frames can only be numbered
+    # by decoding in order (the Rust side falls back to sequential decoding; frames equal the mp4's).
+    ffmpeg(["-i", os.path.join(OUT, "h264_bframes.mp4"), "-c", "copy", "-f", "h264"],
+           os.path.join(OUT, "h264_bframes_raw.h264"))
+
+
 def corrupt_inputs():
     # Truncated halfway: the index (moov, at the front) lists frames whose bytes are missing.
     with open(os.path.join(OUT, "h264_no_bframes.mp4"), "rb") as f:
@@ -192,6 +199,7 @@ def main():
             ffmpeg(args, path)
         refs[name] = reference(path)
         print(name, refs[name]["frame_count"], refs[name]["frame_count_source"], refs[name]["indices"])
+    raw_stream()
     corrupt_inputs()
     doc = {
         "generator": "tools/make_video_fixtures.py",

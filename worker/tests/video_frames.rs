@@ -229,3 +229,47 @@ fn video_info_round_trips_through_json() {
     assert!(json.contains("\"frame_count_source\":\"duration_times_rate\""), "{json}");
     assert_eq!(serde_json::from_str::<vislingo_worker::media::VideoInfo>(&json).unwrap(), info);
 }
+
+#[test]
+fn stream_without_timestamps_falls_back_to_sequential_decoding() {
+    // The B-frame clip as a raw H.264 stream: packets carry no pts, so seeking cannot number frames.
+    let path = fixtures().join("h264_bframes_raw.h264");
+    let pyav = reference()["clips"]["h264_bframes.mp4"]["frame_sha256"].clone();
+    let mut reader = VideoReader::open(&path, "h264_bframes_raw.h264").unwrap();
+    let numbers = [44, 0, 7, 20, 7];
+    let (frames, method) = reader.frames_at(&numbers, &unrotated()).unwrap();
+    assert_eq!(method, SampleMethod::Sequential);
+    for (frame, n) in frames.iter().zip(numbers) {
+        assert_eq!(sha256(frame), pyav[n].as_str().unwrap(), "frame {n}");
+    }
+    let err = reader.frames_at(&[45], &unrotated()).unwrap_err();
+    assert!(matches!(err, VideoError::Truncated { frame: 45, found: 45, .. }), "{err:?}");
+}
+
+#[test]
+fn frames_subcommand_prints_info_and_writes_pngs() {
+    let out = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["frames", "--frames", "4", "--format", "json", "--out"])
+        .arg(out.path())
+        .arg(fixtures().join("rotated_270.mp4"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(usizes(&json["frame_indices"]), vec![0, 3, 6, 9]);
+    assert_eq!(json["info"]["rotation"], 90);
+    assert_eq!(json["info"]["frame_count_source"], "container");
+    let png = ::image::open(out.path().join("frame_000006.png")).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), (48, 64), "written upright");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 4);
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["frames"])
+        .arg(fixtures().join("audio_only.m4a"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("audio_only.m4a") && stderr.contains("no video stream"), "{stderr}");
+}
