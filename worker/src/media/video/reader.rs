@@ -324,6 +324,30 @@ impl VideoReader {
         VideoError::Truncated { asset: self.asset.clone(), frame, frame_count: self.info.frame_count, found }
     }
 
+    /// rgb24 of a decoded frame, refusing frames over the pixel limit (a stream may change size midway).
+    fn to_rgb(
+        &self,
+        converter: &mut RgbConverter,
+        frame: &VideoFrame,
+        options: &SampleOptions,
+    ) -> Result<RgbImage, VideoError> {
+        let pixels = u64::from(frame.width()) * u64::from(frame.height());
+        if pixels > options.max_frame_pixels {
+            return Err(VideoError::TooLarge {
+                asset: self.asset.clone(),
+                detail: format!(
+                    "a {}x{} frame exceeds the limit of {} pixels",
+                    frame.width(),
+                    frame.height(),
+                    options.max_frame_pixels
+                ),
+            });
+        }
+        converter
+            .convert(frame)
+            .map_err(|e| self.undecodable(format!("{}x{} frame to RGB: {e}", frame.width(), frame.height())))
+    }
+
     fn undecodable(&self, detail: String) -> VideoError {
         VideoError::Undecodable { asset: self.asset.clone(), detail }
     }
@@ -398,9 +422,7 @@ impl VideoReader {
                             return Ok(Err(Fallback(format!("decoded frame with pts {fpts} is not in the index"))));
                         };
                         if number >= target && wanted.binary_search(&number).is_ok() && !frames.contains_key(&number) {
-                            let rgb =
-                                converter.convert(&frame).map_err(|e| self.undecodable(format!("to RGB: {e}")))?;
-                            frames.insert(number, rgb);
+                            frames.insert(number, self.to_rgb(&mut converter, &frame, options)?);
                         }
                         if frames.contains_key(&target) {
                             break;
@@ -532,8 +554,7 @@ impl VideoReader {
             match decoder.receive_frame(&mut frame) {
                 Ok(()) => {
                     if wanted.binary_search(&number).is_ok() {
-                        let rgb = converter.convert(&frame).map_err(|e| self.undecodable(format!("to RGB: {e}")))?;
-                        frames.insert(number, rgb);
+                        frames.insert(number, self.to_rgb(&mut converter, &frame, options)?);
                     }
                     number += 1;
                     if number > last {
