@@ -6,7 +6,8 @@
 //! `i in indices`, and converts each with `frame.to_ndarray(format="rgb24")`. This module returns the same frames,
 //! byte for byte, but reaches them by seeking: it demuxes the video packets once without decoding them (cheap)
 //! to learn every frame's timestamp and the keyframes, then for each wanted frame seeks to the last keyframe at
-//! or before it and decodes forward only from there. A frame's number is its rank in presentation-timestamp
+//! or before it and decodes forward only from there (for H.264 and HEVC skipping non-reference frames until the
+//! first wanted packet: nothing is predicted from them, so the wanted frames are unchanged). A frame's number is its rank in presentation-timestamp
 //! order, which is the order a decoder outputs frames in (B-frames, variable frame rate and a first timestamp
 //! other than 0 need nothing special). When the packets do not allow that mapping (missing or repeated
 //! timestamps), the whole stream is decoded in order instead ([`SampleMethod::Sequential`]), which is what the
@@ -22,14 +23,15 @@
 //! }
 //! let bytes = std::fs::read("clip.mp4")?;
 //! let same = sample_bytes(&bytes, "s3://bucket/clip.mp4", &SampleOptions::default())?;
-//! let info = probe_file("clip.mp4")?; // metadata only (demuxes, decodes nothing)
+//! let info = probe_file("clip.mp4")?; // metadata only (reads the packets, decodes nothing)
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //! [`VideoReader`] gives finer control (several samplings of one open file, explicit frame numbers).
 //!
 //! # Frame count N
 //! The container's `nb_frames` when it has one (mp4, mov, avi); otherwise (WebM, Matroska usually)
-//! `round(duration * average frame rate)`, capped at the number of video packets in the file. Which one was used
+//! `round(duration * average frame rate)`, capped at the number of video packets in the file; the packet count
+//! also when the container's count includes frames an edit list hides (never decoded). Which one was used
 //! is [`VideoInfo::frame_count_source`]. A wanted frame the file does not hold (a container count larger than
 //! what a truncated file still has) is an error ([`VideoError::Truncated`]), never replaced by another frame.
 //!
@@ -41,7 +43,10 @@
 //!
 //! # Rotation
 //! A display matrix (phones record upright clips as landscape frames plus a rotation) is applied by default, as
-//! players and `ffmpeg` do; [`SampleOptions::rotate`] `= false` returns frames as stored, like the reference.
+//! players and `ffmpeg` do (byte-identical to `ffmpeg`'s autorotated output in the tests);
+//! [`SampleOptions::rotate`] `= false` returns frames as stored, like the reference. [`VideoInfo::rotation`] is
+//! clockwise; ffprobe prints the display matrix's counter-clockwise angle (an upright phone clip: rotation -90,
+//! here 90).
 
 mod convert;
 mod reader;
