@@ -2,6 +2,7 @@
 //! The `worker` binary (src/main.rs) is a thin CLI over this crate.
 
 pub mod cli;
+pub mod frames;
 pub mod media;
 pub mod models;
 pub mod pipeline;
