@@ -46,6 +46,37 @@ pub struct MediaInfo {
     /// Image tiles or video frames the model saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiles: Option<u32>,
+    /// Videos only: the probed metadata and the frames sampled. `width` and `height` above are those of the
+    /// frames the model saw (after rotation, unless it was turned off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoMedia>,
+}
+
+/// What a video's container and stream say, and which of its frames the model saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct VideoMedia {
+    /// The file's size in MiB (bytes / 1024^2).
+    pub size_mb: f64,
+    pub duration_s: f64,
+    /// Average frame rate; 0 when unknown.
+    pub fps: f64,
+    /// N, the frame count sampling is based on.
+    pub frame_count: u64,
+    /// How N was obtained: `container` (the container's count), `duration_times_rate` or `packet_count`.
+    pub frame_count_source: String,
+    /// FFmpeg's codec name (`h264`, `vp9`, ...).
+    pub codec: String,
+    /// FFmpeg's container (demuxer) name.
+    pub container: String,
+    /// Clockwise rotation in degrees that shows the clip upright (0, 90, 180, 270).
+    pub rotation: u16,
+    /// Whether that rotation was applied to the frames the model saw.
+    pub rotation_applied: bool,
+    /// Frame size as stored in the stream, before rotation.
+    pub stored_width: u32,
+    pub stored_height: u32,
+    /// The frame numbers sampled (0-based, presentation order).
+    pub frame_indices: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,7 +118,8 @@ pub struct Timings {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AssetError {
-    /// Where it failed: `read`, `decode`, `generate`, `translate`, `write`.
+    /// Where it failed: `read`, `decode`, `unsupported` (a video for a model that takes none), `generate`,
+    /// `translate`, `write`.
     pub stage: String,
     pub message: String,
 }
@@ -130,6 +162,24 @@ mod tests {
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains("\"fra_Latn\""));
         assert_eq!(serde_json::from_str::<AssetResult>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn records_without_video_fields_still_read_and_video_fields_round_trip() {
+        let old = r#"{"schema_version":1,"asset":"a.jpg","kind":"image","model":"m",
+            "request":{"tasks":["describe"],"langs":[]},"media":{"bytes":3,"width":2,"height":1,"tiles":4},
+            "timings":{"decode_s":0,"vision_s":0,"generation_s":0,"translation_s":0,"total_s":0}}"#;
+        let record: AssetResult = serde_json::from_str(old).unwrap();
+        assert_eq!(record.media.as_ref().unwrap().video, None);
+        assert!(!serde_json::to_string(&record).unwrap().contains("video"));
+        let video = VideoMedia { frame_indices: vec![0, 5], codec: "h264".into(), ..VideoMedia::default() };
+        let with_video = AssetResult {
+            kind: AssetKind::Video,
+            media: Some(MediaInfo { video: Some(video), ..MediaInfo::default() }),
+            ..result()
+        };
+        let json = serde_json::to_string(&with_video).unwrap();
+        assert_eq!(serde_json::from_str::<AssetResult>(&json).unwrap(), with_video);
     }
 
     #[test]

@@ -8,10 +8,11 @@ use candle_core::{DType, Device};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vislingo_proto::{lang, Lang};
 
+use crate::media::video::{SampleOptions, DEFAULT_FRAMES};
 use crate::models::generate::EarlyStopping;
 use crate::models::hub::{ModelRepo, ModelSource};
-use crate::models::mllama::chat::DecodeSettings;
 use crate::models::nllb::{Sampling, Segmentation, TranslateOptions, Translated, Translator};
+use crate::models::vision_chat::{DecodeSettings, VisionChat};
 
 /// vislingo worker: describes images and videos with a vision-language model and translates the results.
 #[derive(Debug, Parser)]
@@ -34,9 +35,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Translate a text with NLLB-200 into one or more FLORES-200 languages.
     Translate(TranslateArgs),
-    /// Describe images with the vision-language model (one task or a raw prompt), optionally translated.
+    /// Describe images or videos with the vision-language model (one task or a raw prompt), optionally translated.
     Describe(DescribeArgs),
-    /// Describe every image of a folder: one JSON result per image under --out, resumable, with a summary.
+    /// Describe every image and video of a folder: one JSON result per asset under --out, resumable, with a summary.
     Run(crate::run::RunArgs),
     /// Probe a video and print its metadata and the frames sampled from it (optionally as PNGs).
     Frames(crate::frames::FramesArgs),
@@ -84,8 +85,21 @@ pub struct VisionArgs {
     /// Apply the EXIF orientation of photos (`--exif ignore` reproduces transformers, which ignores it).
     #[arg(long, env = "VISLINGO_EXIF", value_enum, default_value_t = ExifArg::Apply)]
     pub exif: ExifArg,
+    /// Frames sampled from each video (`np.arange(0, N, N / k)`; videos need a LLaVA-NeXT-Video model).
+    #[arg(long, env = "VISLINGO_FRAMES", default_value_t = DEFAULT_FRAMES, value_parser = parse_frames)]
+    pub frames: usize,
+    /// Give the model video frames as stored, ignoring the clip's rotation (the Python reference ignores it).
+    #[arg(long, env = "VISLINGO_NO_ROTATE")]
+    pub no_rotate: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+fn parse_frames(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(frames) if frames >= 1 => Ok(frames),
+        _ => Err(format!("`{value}` is not a frame count: expected a whole number of at least 1")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,7 +110,7 @@ pub enum ExifArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct DescribeArgs {
-    /// Image files.
+    /// Image or video files (videos need a LLaVA-NeXT-Video model).
     #[arg(required = true)]
     pub images: Vec<std::path::PathBuf>,
     /// Task: describe, tags, sentiment, ad, or one from --task-file.
@@ -114,7 +128,7 @@ pub struct DescribeArgs {
 
 /// Loaded models and pipeline settings from `VisionArgs`.
 pub struct LoadedModels {
-    pub chat: crate::models::mllama::chat::MllamaChat,
+    pub chat: VisionChat,
     pub translator: Option<Translator>,
     pub langs: Vec<Lang>,
 }
@@ -128,9 +142,9 @@ impl VisionArgs {
         let dtype: DType = self.runtime.dtype.into();
         let repo = ModelRepo::open(ModelSource::parse(&self.model, self.runtime.revision.as_deref()))
             .with_context(|| format!("model {}", self.model))?;
-        let mut chat = crate::models::mllama::chat::MllamaChat::load(&repo, dtype, &device, self.quant)
+        let mut chat = VisionChat::load(&repo, dtype, &device, self.quant)
             .with_context(|| format!("cannot load vision model {}", self.model))?;
-        chat.date_string = self.date_string.clone();
+        chat.set_date_string(self.date_string.clone());
         let translator = if langs.is_empty() {
             None
         } else {
@@ -144,7 +158,7 @@ impl VisionArgs {
         Ok(LoadedModels { chat, translator, langs })
     }
 
-    /// The checkpoint's decoding (`MllamaChat::default_settings`) with --greedy, --temperature (0 = greedy),
+    /// The checkpoint's decoding (`VisionChat::default_settings`) with --greedy, --temperature (0 = greedy),
     /// --top-p, --seed and --repetition-penalty applied.
     pub fn decode_settings(&self, checkpoint: DecodeSettings) -> DecodeSettings {
         let checkpoint_top_p = checkpoint.sampling.map_or(1.0, |(_, top_p)| top_p);
@@ -163,6 +177,11 @@ impl VisionArgs {
             tasks.apply_overrides_file(path)?;
         }
         Ok(tasks)
+    }
+
+    /// Video frame sampling as --frames and --no-rotate say.
+    pub fn video_options(&self) -> SampleOptions {
+        SampleOptions { frames: self.frames, rotate: !self.no_rotate, ..SampleOptions::default() }
     }
 
     pub fn decode_options(&self) -> crate::media::DecodeOptions {
@@ -359,6 +378,7 @@ fn describe(args: DescribeArgs) -> Result<()> {
             langs: models.langs.clone(),
             source_lang: Lang::parse("eng_Latn").expect("English is a FLORES-200 code"),
             decode: args.vision.decode_options(),
+            video: args.vision.video_options(),
             generation: args.vision.decode_settings(models.chat.default_settings(512)),
             max_new_tokens: args.vision.max_new_tokens,
             translation: TranslateOptions::default(),
@@ -386,6 +406,7 @@ fn describe(args: DescribeArgs) -> Result<()> {
         match args.format {
             OutputFormat::Json => objects.push(serde_json::json!({
                 "asset": result.asset,
+                "kind": result.kind,
                 "task": output.map(|o| o.task.clone()),
                 "prompt_token_ids": answer.map(|a| a.prompt_token_ids.clone()),
                 "token_ids": answer.map(|a| a.token_ids.clone()),
@@ -413,7 +434,7 @@ fn describe(args: DescribeArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     if failed > 0 {
-        bail!("{failed} of {} images failed", processed.len());
+        bail!("{failed} of {} assets failed", processed.len());
     }
     Ok(())
 }

@@ -1,15 +1,22 @@
-//! One batch of assets -> decoded images -> each task's English text from the vision model -> tags parsed ->
-//! translations -> one `AssetResult` per asset. Shared by `worker run`, `worker describe` and the queue consumer.
-//! A failure of one asset becomes its error record; the rest of the batch goes on.
+//! One batch of assets -> decoded images or sampled video frames -> each task's English text from the vision model
+//! -> tags parsed -> translations -> one `AssetResult` per asset. Shared by `worker run`, `worker describe` and the
+//! queue consumer. A failure of one asset becomes its error record; the rest of the batch goes on.
+//!
+//! An asset is a video when its key has a video extension ([`AssetKind::from_key`]); anything else is decoded as
+//! an image. A video given to a model that takes none (Llama 3.2 Vision) gets an `unsupported` error record that
+//! says to use a LLaVA-NeXT-Video model; it is not decoded.
 
 use std::time::Instant;
 
-use vislingo_proto::result::{AssetError, MediaInfo, ResultRequest, Timings, Translation, RESULT_SCHEMA_VERSION};
+use vislingo_proto::result::{
+    AssetError, MediaInfo, ResultRequest, Timings, Translation, VideoMedia, RESULT_SCHEMA_VERSION,
+};
 use vislingo_proto::{AssetKind, AssetResult, Lang, TaskOutput};
 
+use crate::media::video::{sample_bytes, SampleOptions, SampledVideo};
 use crate::media::{decode_bytes, DecodeOptions, RgbImage};
-use crate::models::mllama::chat::{Answer, DecodeSettings, ImagePrompt, MllamaChat};
 use crate::models::nllb::{Segmentation, TranslateOptions, TranslationJob, Translator};
+use crate::models::vision_chat::{Answer, DecodeSettings, Media, MediaPrompt, ModelFamily, VisionChat};
 use crate::tasks::{parse_tags, Task, TaskKind};
 
 /// An asset's bytes, however they were fetched.
@@ -27,6 +34,8 @@ pub struct PipelineSettings {
     /// Source language of the model's texts.
     pub source_lang: Lang,
     pub decode: DecodeOptions,
+    /// How video frames are sampled (count, rotation, limits).
+    pub video: SampleOptions,
     /// Sampling, seed and repetition penalty; `max_new_tokens` comes from each task unless `max_new_tokens` is set.
     pub generation: DecodeSettings,
     pub max_new_tokens: Option<usize>,
@@ -41,8 +50,39 @@ pub struct Processed {
     pub answers: Vec<Option<Answer>>,
 }
 
+/// An asset ready for the model.
+enum Decoded {
+    Image(RgbImage),
+    Video(SampledVideo),
+}
+
+impl Decoded {
+    fn media(&self) -> Media<'_> {
+        match self {
+            Decoded::Image(image) => Media::Image(image),
+            Decoded::Video(video) => Media::Video(&video.frames),
+        }
+    }
+
+    fn kind(&self) -> AssetKind {
+        match self {
+            Decoded::Image(_) => AssetKind::Image,
+            Decoded::Video(_) => AssetKind::Video,
+        }
+    }
+}
+
+/// The error message of a video given to a model of `family`, which takes none.
+pub fn video_unsupported_message(asset: &str, model: &str, family: ModelFamily) -> String {
+    format!(
+        "{asset}: {model} is a {} model, which takes no videos; run videos with a LLaVA-NeXT-Video model \
+         (--model llava-hf/LLaVA-NeXT-Video-7B-hf)",
+        family.label()
+    )
+}
+
 pub struct Pipeline<'a> {
-    pub chat: &'a MllamaChat,
+    pub chat: &'a VisionChat,
     pub translator: Option<&'a Translator>,
     pub settings: PipelineSettings,
 }
@@ -61,34 +101,51 @@ impl Pipeline<'_> {
         let batch_started = Instant::now();
         let mut processed: Vec<Processed> = assets.iter().map(|a| self.empty_result(&a.key)).collect();
 
-        // Decode every image; failures become error records.
-        let mut images: Vec<(usize, RgbImage)> = Vec::new();
+        // Decode every image and sample every video; failures become error records.
+        let mut decoded: Vec<(usize, Decoded)> = Vec::new();
         for (index, asset) in assets.iter().enumerate() {
             let started = Instant::now();
-            match decode_bytes(&asset.bytes, &asset.key, &self.settings.decode) {
-                Ok(image) => {
-                    processed[index].result.media = Some(MediaInfo {
-                        bytes: asset.bytes.len() as u64,
-                        width: image.width as u32,
-                        height: image.height as u32,
-                        tiles: None,
-                    });
-                    images.push((index, image));
+            let kind = AssetKind::from_key(&asset.key).unwrap_or(AssetKind::Image);
+            processed[index].result.kind = kind;
+            match kind {
+                AssetKind::Image => match decode_bytes(&asset.bytes, &asset.key, &self.settings.decode) {
+                    Ok(image) => {
+                        processed[index].result.media = Some(MediaInfo {
+                            bytes: asset.bytes.len() as u64,
+                            width: image.width as u32,
+                            height: image.height as u32,
+                            ..MediaInfo::default()
+                        });
+                        decoded.push((index, Decoded::Image(image)));
+                    }
+                    Err(error) => fail(&mut processed[index], "decode", error.to_string()),
+                },
+                AssetKind::Video if !self.chat.takes_videos() => {
+                    let message = video_unsupported_message(&asset.key, self.chat.name(), self.chat.family());
+                    fail(&mut processed[index], "unsupported", message);
                 }
-                Err(error) => fail(&mut processed[index], "decode", error.to_string()),
+                AssetKind::Video => match sample_bytes(&asset.bytes, &asset.key, &self.settings.video) {
+                    Ok(video) => {
+                        processed[index].result.media = Some(video_media(&video, self.settings.video.rotate));
+                        decoded.push((index, Decoded::Video(video)));
+                    }
+                    Err(error) => fail(&mut processed[index], "decode", error.to_string()),
+                },
             }
             processed[index].result.timings.decode_s = started.elapsed().as_secs_f64();
         }
 
-        // Each task runs over all decoded images in one batch.
+        // Each task runs over all decoded assets in one batch.
         for (task_index, task) in self.settings.tasks.iter().enumerate() {
-            let live: Vec<&(usize, RgbImage)> =
-                images.iter().filter(|(i, _)| processed[*i].result.error.is_none()).collect();
+            let live: Vec<&(usize, Decoded)> =
+                decoded.iter().filter(|(i, _)| processed[*i].result.error.is_none()).collect();
             if live.is_empty() {
                 break;
             }
-            let prompt = task.prompt_for(AssetKind::Image);
-            let prompts: Vec<ImagePrompt> = live.iter().map(|(_, image)| ImagePrompt { image, text: prompt }).collect();
+            let prompts: Vec<MediaPrompt> = live
+                .iter()
+                .map(|(_, media)| MediaPrompt { media: media.media(), text: task.prompt_for(media.kind()) })
+                .collect();
             let settings = DecodeSettings {
                 max_new_tokens: self.settings.max_new_tokens.unwrap_or(task.max_new_tokens),
                 ..self.settings.generation.clone()
@@ -100,8 +157,8 @@ impl Pipeline<'_> {
                         let p = &mut processed[*index];
                         p.result.timings.vision_s += timings.vision_s * share;
                         p.result.timings.generation_s += (timings.generate_s + timings.preprocess_s) * share;
-                        if let Some(media) = &mut p.result.media {
-                            media.tiles = Some(answer.num_tiles as u32);
+                        if let (Some(media), Some(tiles)) = (&mut p.result.media, answer.tiles) {
+                            media.tiles = Some(tiles as u32);
                         }
                         p.result.outputs.push(task_output(task, &answer, timings.generate_s * share));
                         p.answers[task_index] = Some(answer);
@@ -227,6 +284,33 @@ impl Pipeline<'_> {
             },
             answers: vec![None; self.settings.tasks.len()],
         }
+    }
+}
+
+/// A video's media record: the frames' size as the model saw them, the probe's metadata and the frame numbers.
+fn video_media(video: &SampledVideo, rotated: bool) -> MediaInfo {
+    let info = &video.info;
+    let (width, height) = video.frames.first().map_or((info.width, info.height), |f| (f.width as u32, f.height as u32));
+    let source = serde_json::to_value(info.frame_count_source).ok().and_then(|v| v.as_str().map(String::from));
+    MediaInfo {
+        bytes: info.size_bytes,
+        width,
+        height,
+        tiles: None,
+        video: Some(VideoMedia {
+            size_mb: info.size_mb,
+            duration_s: info.duration_s,
+            fps: info.fps,
+            frame_count: info.frame_count as u64,
+            frame_count_source: source.unwrap_or_default(),
+            codec: info.codec.clone(),
+            container: info.container.clone(),
+            rotation: info.rotation,
+            rotation_applied: rotated && info.rotation != 0,
+            stored_width: info.width,
+            stored_height: info.height,
+            frame_indices: video.frame_indices.iter().map(|&i| i as u64).collect(),
+        }),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `worker run FOLDER`: every image of a local folder through the [`Pipeline`] in batches, one JSON record per
+//! `worker run FOLDER`: every image and video of a local folder through the [`Pipeline`] in batches, one JSON record per
 //! asset written atomically under `--out`, resumable, with `summary.json` and optionally the article's layout.
 //!
 //! # Output
@@ -9,26 +9,29 @@
 //! - `<out>/summary.json`: a [`Summary`] of the run, written at the end, also after Ctrl-C.
 //! - `<out>/results_article.json` with `--layout article`: the single file of the article's scripts (below).
 //!
-//! Videos are counted and skipped (no record) until the worker has a video model.
+//! Videos are sampled (`--frames`, default 8) and described when the model takes videos (LLaVA-NeXT-Video).
+//! With a model that takes none (Llama 3.2 Vision, the default) every video gets an error record (stage
+//! `unsupported`) that says to run it with a LLaVA-NeXT-Video model, written without loading the model, and the
+//! run exits with status 1: a folder is never reported complete while some of its assets have no description.
 //!
 //! # Resume
 //!
-//! An image whose record parses and [`AssetResult::satisfies`] this run's model and request (tasks, languages,
+//! An asset whose record parses and [`AssetResult::satisfies`] this run's model and request (tasks, languages,
 //! translator) is skipped unless `--force`. Error records never satisfy, so failures are retried. Sampling and
 //! `--max-new-tokens` are not part of the request: changing only those reprocesses nothing. The models are
 //! loaded only when something is left to process.
 //!
 //! # Exit status
 //!
-//! 0: every image succeeded or was already done; 1: some failed (everything else is still written); 2: setup
+//! 0: every asset succeeded or was already done; 1: some failed (everything else is still written); 2: setup
 //! error (bad flags, folder, model); 130: interrupted by Ctrl-C. See [`exit_code`].
 //!
 //! # Article layout
 //!
 //! `results_article.json` is `{"descriptions": [...], "stats": {...}}`, as the article's
 //! `image_batch_translate.py` writes it (indented by 4), with one entry per image that has a complete record
-//! after this run (processed now or skipped as already done; failed images are only in `summary.json` and
-//! their records), in key order. Each entry's fields, in this order:
+//! after this run (processed now or skipped as already done; failed assets are only in `summary.json` and
+//! their records), in key order. Each image entry's fields, in this order:
 //!
 //! | field | from |
 //! | --- | --- |
@@ -41,13 +44,19 @@
 //! | `tags_processed` | for the `tags` task, its sorted tags (`<task>_tags_processed` for another tag task) |
 //! | `total_processing_time_sec` | the image's share of its batch's time, 3 decimals |
 //!
+//! A video's entry starts as the article's `video_batch_translate.py` writes it: `video_file` (the key),
+//! `video_size_mb` (MiB, 3 decimals), `video_duration_sec` (rounded to whole seconds), `video_fps` (rounded),
+//! `video_frames` (N), `video_width` and `video_height` (the stream's stored size, as PyAV reports it); then
+//! the same task fields as an image, and `total_processing_time_sec`.
+//!
 //! `<language>` is the language's lower-case English name with each run of other characters than letters and
 //! digits as one `_`, accents dropped: `translation_french`, `translation_chinese_simplified`,
 //! `translation_norwegian_bokmal`, `translation_modern_standard_arabic`.
 //!
 //! `stats` holds `model`, `temperature` (0 for greedy decoding), `total_batch_time_sec` (the sum of the
 //! entries' processing times, so that a resumed run still describes the whole folder), `total_images` (the
-//! entries) and `average_time_per_image_sec`.
+//! image entries) and `average_time_per_image_sec`; when the folder holds videos, `total_videos` and
+//! `average_time_per_video_sec` as in the video script (and the image fields only if there are images too).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -69,9 +78,10 @@ use vislingo_proto::{lang, AssetKind, AssetResult, Lang};
 
 use crate::cli::{parse_device, VisionArgs};
 use crate::models::hub::{read_json, ModelRepo, ModelSource};
-use crate::models::mllama::chat::{DecodeSettings, GenerationConfig, MllamaChat};
 use crate::models::nllb::{TranslateOptions, Translator};
-use crate::pipeline::{AssetBytes, Pipeline, PipelineSettings};
+use crate::models::vision_chat::{DecodeSettings, ModelFamily, VisionChat};
+use crate::models::vlm::GenerationConfig;
+use crate::pipeline::{video_unsupported_message, AssetBytes, Pipeline, PipelineSettings};
 use crate::tasks::Task;
 
 /// The non-gated copy of meta-llama/Llama-3.2-11B-Vision-Instruct.
@@ -84,18 +94,18 @@ const SOURCE_LANG: &str = "eng_Latn";
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Folder of images to describe; sub-folders included, hidden files skipped.
+    /// Folder of images and videos to describe; sub-folders included, hidden files skipped.
     pub folder: PathBuf,
-    /// Tasks to run on every image, comma-separated (built-in: describe, tags, sentiment, ad).
+    /// Tasks to run on every asset, comma-separated (built-in: describe, tags, sentiment, ad).
     #[arg(long, env = "VISLINGO_TASKS", default_value = "describe")]
     pub tasks: String,
-    /// Folder of the results: one `<asset>.json` per image, `summary.json`.
+    /// Folder of the results: one `<asset>.json` per asset, `summary.json`.
     #[arg(long, env = "VISLINGO_OUT", default_value = "results")]
     pub out: PathBuf,
-    /// Images decoded, encoded and generated for together.
+    /// Assets decoded, encoded and generated for together.
     #[arg(long, env = "VISLINGO_BATCH_SIZE", default_value_t = 4, value_parser = parse_batch_size)]
     pub batch_size: usize,
-    /// Process images again even when their record answers this request.
+    /// Process assets again even when their record answers this request.
     #[arg(long, env = "VISLINGO_FORCE")]
     pub force: bool,
     /// `records`: one file per asset and summary.json; `article`: also results_article.json.
@@ -151,11 +161,11 @@ pub struct Summary {
     /// Seconds of generation (prefill included, batch rows together) behind `generated_tokens`.
     pub generation_time_sec: f64,
     pub tokens_per_sec: f64,
-    /// Bytes of the images read in this run.
+    /// Bytes of the assets read in this run.
     pub bytes_processed: u64,
-    /// Whether Ctrl-C stopped the run before every image was processed.
+    /// Whether Ctrl-C stopped the run before every asset was processed.
     pub interrupted: bool,
-    /// Images of this run that failed, in key order.
+    /// Assets of this run that failed, in key order.
     pub failed_assets: Vec<FailedAsset>,
 }
 
@@ -164,14 +174,13 @@ pub struct AssetCounts {
     /// Images and videos found in the folder.
     pub listed: usize,
     pub images: usize,
+    pub videos: usize,
     /// Processed in this run, failures included.
     pub processed: usize,
     pub succeeded: usize,
     pub failed: usize,
     /// Skipped because their record already answers this request.
     pub skipped_done: usize,
-    /// Skipped because the worker has no video model yet; they get no record.
-    pub videos_skipped: usize,
     /// Left unprocessed by an interruption.
     pub remaining: usize,
 }
@@ -277,16 +286,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     remove_stale_temporaries(&args.out);
 
     let mut counts = AssetCounts { listed: plan.assets.len(), ..AssetCounts::default() };
-    let videos: Vec<&Asset> = plan.assets.iter().filter(|a| a.kind == AssetKind::Video).collect();
-    counts.videos_skipped = videos.len();
-    if let Some(first) = videos.first() {
-        tracing::warn!(videos = videos.len(), first = %first.key, "videos skipped: no video model yet");
-    }
-    // Complete records of this run's images, for the article layout.
+    // Complete records of this run's assets, for the article layout.
     let mut done: BTreeMap<String, AssetResult> = BTreeMap::new();
     let mut pending: Vec<&Asset> = Vec::new();
-    for asset in plan.assets.iter().filter(|a| a.kind == AssetKind::Image) {
-        counts.images += 1;
+    for asset in &plan.assets {
+        match asset.kind {
+            AssetKind::Image => counts.images += 1,
+            AssetKind::Video => counts.videos += 1,
+        }
         match (!args.force).then(|| plan.existing_record(&asset.key)).flatten() {
             Some(record) => {
                 counts.skipped_done += 1;
@@ -300,6 +307,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     tracing::info!(
         folder = %args.folder.display(),
         images = counts.images,
+        videos = counts.videos,
         done = counts.skipped_done,
         pending = pending.len(),
         "run planned"
@@ -316,6 +324,20 @@ pub fn run(args: RunArgs) -> Result<()> {
     let decode = checkpoint.map(|defaults| plan.decode_settings(defaults));
 
     let mut tally = Tally::default();
+    // Videos for a model that takes none: their error records need no model.
+    if !plan.family.takes_videos() {
+        let (videos, rest): (Vec<&Asset>, Vec<&Asset>) =
+            std::mem::take(&mut pending).into_iter().partition(|a| a.kind == AssetKind::Video);
+        if let Some(first) = videos.first() {
+            tracing::warn!(videos = videos.len(), first = %first.key, model = %plan.model_name, "videos need a video model");
+        }
+        for asset in videos {
+            let message = video_unsupported_message(&asset.key, &plan.model_name, plan.family);
+            let record = plan.write_record(plan.error_record(&asset.key, "unsupported", message));
+            tally.count(&record);
+        }
+        pending = rest;
+    }
     let mut load_s = 0.0;
     if let Some(decode) = decode.as_ref().filter(|_| !pending.is_empty()) {
         let load_started = Instant::now();
@@ -329,6 +351,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 langs: plan.langs.clone(),
                 source_lang: Lang::parse(SOURCE_LANG).expect("English is a FLORES-200 language"),
                 decode: args.vision.decode_options(),
+                video: args.vision.video_options(),
                 generation: decode.clone(),
                 max_new_tokens: args.vision.max_new_tokens,
                 translation: TranslateOptions::default(),
@@ -362,7 +385,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     counts.processed = tally.processed;
     counts.failed = tally.failed.len();
     counts.succeeded = tally.processed - tally.failed.len();
-    counts.remaining = pending.len() - tally.processed;
+    counts.remaining = (counts.images + counts.videos) - counts.skipped_done - tally.processed;
     let summary = plan.summary(&args, decode.as_ref(), started, load_s, counts, tally);
     write_json_atomic(&args.out.join(SUMMARY_FILE), &summary, b"  ")
         .with_context(|| format!("cannot write {}", args.out.join(SUMMARY_FILE).display()))?;
@@ -381,16 +404,16 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     if summary.interrupted {
         let error = anyhow::anyhow!(
-            "interrupted: {} of {} images left unprocessed; run again to resume",
+            "interrupted: {} of {} assets left unprocessed; run again to resume",
             counts.remaining,
-            counts.images
+            counts.images + counts.videos
         );
         return Err(Exit::error(130, error));
     }
     if counts.failed > 0 {
         let summary_path = args.out.join(SUMMARY_FILE);
         let error = anyhow::anyhow!(
-            "{} of {} images failed; their errors are in {}",
+            "{} of {} assets failed; their errors are in {}",
             counts.failed,
             counts.processed,
             summary_path.display()
@@ -409,6 +432,8 @@ struct Plan {
     langs: Vec<Lang>,
     model_repo: ModelRepo,
     model_name: String,
+    /// The model's family, from its config.json: whether it takes videos.
+    family: ModelFamily,
     translator_repo: Option<ModelRepo>,
     request: ResultRequest,
     device: Device,
@@ -417,7 +442,7 @@ struct Plan {
 }
 
 struct Models {
-    chat: MllamaChat,
+    chat: VisionChat,
     translator: Option<Translator>,
 }
 
@@ -452,6 +477,7 @@ impl Plan {
         let model_source = ModelSource::parse(&vision.model, revision);
         let model_name = model_source.to_string();
         let model_repo = ModelRepo::open(model_source).with_context(|| format!("model {}", vision.model))?;
+        let family = ModelFamily::detect(&model_repo).with_context(|| format!("model {}", vision.model))?;
         let translator_repo = match langs.is_empty() {
             true => None,
             false => Some(
@@ -475,6 +501,7 @@ impl Plan {
             langs,
             model_repo,
             model_name,
+            family,
             translator_repo,
             request,
             device,
@@ -507,9 +534,9 @@ impl Plan {
 
     fn load_models(&self) -> Result<Models> {
         let dtype: DType = self.vision.runtime.dtype.into();
-        let mut chat = MllamaChat::load(&self.model_repo, dtype, &self.device, self.vision.quant)
+        let mut chat = VisionChat::load(&self.model_repo, dtype, &self.device, self.vision.quant)
             .with_context(|| format!("cannot load vision model {}", self.model_name))?;
-        chat.date_string = self.vision.date_string.clone();
+        chat.set_date_string(self.vision.date_string.clone());
         let translator = match &self.translator_repo {
             Some(repo) => Some(
                 Translator::load(repo, dtype, &self.device)
@@ -551,7 +578,7 @@ impl Plan {
         AssetResult {
             schema_version: RESULT_SCHEMA_VERSION,
             asset: key.to_string(),
-            kind: AssetKind::Image,
+            kind: AssetKind::from_key(key).unwrap_or(AssetKind::Image),
             model: self.model_name.clone(),
             request: self.request.clone(),
             media: None,
@@ -641,7 +668,7 @@ impl Tally {
     }
 }
 
-/// The decoding defaults `MllamaChat::default_settings` derives from generation_config.json, read without
+/// The decoding defaults `VisionChat::default_settings` derives from generation_config.json, read without
 /// loading the weights (a resumed run with nothing left to do still reports its temperature).
 fn checkpoint_defaults(repo: &ModelRepo) -> Result<DecodeSettings> {
     let config: Option<GenerationConfig> = match repo.find("generation_config.json")? {
@@ -661,7 +688,7 @@ fn progress_bar(len: u64, wanted: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    let template = "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images ({per_sec}, ETA {eta}) {msg}";
+    let template = "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} assets ({per_sec}, ETA {eta}) {msg}";
     bar.set_style(ProgressStyle::with_template(template).expect("valid progress template"));
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -744,8 +771,14 @@ struct ArticleStats {
     model: String,
     temperature: Option<f64>,
     total_batch_time_sec: f64,
-    total_images: usize,
-    average_time_per_image_sec: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_images: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    average_time_per_image_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_videos: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    average_time_per_video_sec: Option<f64>,
 }
 
 /// One image's fields, serialized in the order they were added.
@@ -773,20 +806,26 @@ fn article_file<'a>(
     decode: Option<&DecodeSettings>,
     records: impl Iterator<Item = &'a AssetResult>,
 ) -> ArticleFile {
-    let descriptions: Vec<ArticleEntry> = records.map(article_entry).collect();
-    let total: f64 = descriptions
-        .iter()
-        .filter_map(|entry| entry.0.iter().find(|(key, _)| key == "total_processing_time_sec"))
-        .filter_map(|(_, value)| value.as_f64())
-        .sum();
-    let count = descriptions.len();
+    let mut descriptions = Vec::new();
+    // (entries, seconds) of images and of videos
+    let (mut images, mut videos) = ((0, 0.0), (0, 0.0));
+    for record in records {
+        let figures = if record.kind == AssetKind::Video { &mut videos } else { &mut images };
+        figures.0 += 1;
+        figures.1 += round3(record.timings.total_s);
+        descriptions.push(article_entry(record));
+    }
+    let average = |(count, total): (usize, f64)| if count > 0 { round3(total / count as f64) } else { 0.0 };
+    let with_images = images.0 > 0 || videos.0 == 0;
     ArticleFile {
         stats: ArticleStats {
             model: model.to_string(),
             temperature: decode.map(|d| d.sampling.map_or(0.0, |(temperature, _)| temperature)),
-            total_batch_time_sec: round3(total),
-            total_images: count,
-            average_time_per_image_sec: if count > 0 { round3(total / count as f64) } else { 0.0 },
+            total_batch_time_sec: round3(images.1 + videos.1),
+            total_images: with_images.then_some(images.0),
+            average_time_per_image_sec: with_images.then(|| average(images)),
+            total_videos: (videos.0 > 0).then_some(videos.0),
+            average_time_per_video_sec: (videos.0 > 0).then(|| average(videos)),
         },
         descriptions,
     }
@@ -794,7 +833,18 @@ fn article_file<'a>(
 
 fn article_entry(record: &AssetResult) -> ArticleEntry {
     let mut entry = ArticleEntry::default();
-    entry.push("image_file", record.asset.as_str());
+    match record.media.as_ref().and_then(|m| m.video.as_ref()) {
+        Some(video) => {
+            entry.push("video_file", record.asset.as_str());
+            entry.push("video_size_mb", round3(video.size_mb));
+            entry.push("video_duration_sec", video.duration_s.round() as u64);
+            entry.push("video_fps", video.fps.round() as u64);
+            entry.push("video_frames", video.frame_count);
+            entry.push("video_width", video.stored_width);
+            entry.push("video_height", video.stored_height);
+        }
+        None => entry.push("image_file", record.asset.as_str()),
+    }
     for output in &record.outputs {
         let describe = output.task == "describe";
         let prefix = if describe { "description".to_string() } else { output.task.clone() };
@@ -944,9 +994,10 @@ mod tests {
         let records = [record(vec![output("describe", "a", None)]), record(vec![output("describe", "b", None)])];
         let greedy = DecodeSettings { max_new_tokens: 1, sampling: None, seed: 0, repetition_penalty: 1.0 };
         let file = article_file("m", Some(&greedy), records.iter());
-        assert_eq!(file.stats.total_images, 2);
+        assert_eq!(file.stats.total_images, Some(2));
         assert_eq!(file.stats.total_batch_time_sec, 4.0);
-        assert_eq!(file.stats.average_time_per_image_sec, 2.0);
+        assert_eq!(file.stats.average_time_per_image_sec, Some(2.0));
+        assert_eq!(file.stats.total_videos, None);
         assert_eq!(file.stats.temperature, Some(0.0));
         let json = serde_json::to_value(&file).unwrap();
         assert_eq!(json["descriptions"][1]["description_english"], "b");
@@ -983,7 +1034,7 @@ mod tests {
     fn checkpoint_defaults_match_the_loaded_models_settings() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mllama-tiny");
         let repo = ModelRepo::open(ModelSource::Local(dir)).unwrap();
-        let chat = MllamaChat::load(&repo, DType::F32, &Device::Cpu, crate::models::quant::Quant::None).unwrap();
+        let chat = VisionChat::load(&repo, DType::F32, &Device::Cpu, crate::models::quant::Quant::None).unwrap();
         assert_eq!(checkpoint_defaults(&repo).unwrap(), chat.default_settings(0));
     }
 

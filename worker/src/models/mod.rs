@@ -10,4 +10,5 @@ pub mod mllama;
 pub mod nllb;
 pub mod quant;
 pub mod tokenizer;
+pub mod vision_chat;
 pub mod vlm;

@@ -27,6 +27,13 @@ pub enum ChatError {
     Template(#[from] ChatTemplateError),
     #[error(transparent)]
     Processor(#[from] ProcessorError),
+    #[error(
+        "model {model} has model_type `{model_type}` in its config.json; vislingo runs `mllama` (Llama 3.2 Vision: \
+         images) and `llava_next_video` (LLaVA-NeXT-Video: images and videos)"
+    )]
+    UnsupportedModel { model: String, model_type: String },
+    #[error("{model} is a {family} model, which takes no videos: use a LLaVA-NeXT-Video model for videos")]
+    NoVideos { model: String, family: &'static str },
     #[error("the prompt has {tokens} tokens; the model takes at most {limit}")]
     PromptTooLong { tokens: usize, limit: usize },
     #[error("generation failed: {0}")]
