@@ -18,6 +18,11 @@ mllama            tiny random-weight Llama 3.2 Vision (Mllama) checkpoint in the
 llava-next-video  tiny random-weight LLaVA-NeXT-Video checkpoint in the Hub layout +
                   processor + test images / video frames + reference outputs
                   (committed: worker/tests/fixtures/llava-next-video-tiny)
+jpeg              JPEG files of many kinds (subsampling, odd sizes, progressive,
+                  restart markers, arithmetic coding, gray, CMYK, ...) and Pillow's
+                  decoded RGB (committed: worker/tests/fixtures/jpeg); needs
+                  libjpeg-turbo's `cjpeg` (Debian: libjpeg-turbo-progs) for the
+                  encodings Pillow cannot write
 
 New fixture families (llava-next-video, ...) go beside these: one
 `cmd_<family>(args)` function plus one `sub.add_parser(...)` entry in `main()`.
@@ -2265,6 +2270,119 @@ def cmd_llava_next_video(args) -> None:
 
 # --------------------------------------------------------------------------- #
 
+# --------------------------------------------------------------------------- #
+# jpeg: decoder parity fixtures
+# --------------------------------------------------------------------------- #
+
+JPEG_DIR = REPO_ROOT / "worker/tests/fixtures/jpeg"
+JPEG_RAW_LIMIT = 16 * 1024  # decoded RGB up to this size is committed as raw bytes, larger ones as sha256 only
+
+
+def jpeg_photo(w: int, h: int, seed: int, noise: int):
+    """Photo-like RGB: gradients, soft blobs, sharp edges and per-pixel noise (all decoder paths matter)."""
+    import numpy as np
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    x = np.linspace(0.0, 1.0, w)[None, :]
+    y = np.linspace(0.0, 1.0, h)[:, None]
+    r = 20 + 210 * x + 15 * np.sin(17 * y)
+    g = 40 + 170 * y + 40 * np.sin(7.0 * x + 3 * y)
+    b = 210 - 150 * x * y + 30 * np.cos(11.0 * y)
+    img = np.stack([r, g, b], axis=-1)
+    blob = np.exp(-(((x - 0.3) / 0.15) ** 2 + ((y - 0.6) / 0.2) ** 2))
+    img += blob[..., None] * np.array([120.0, -80.0, -60.0])
+    img[(x > 0.6) & (y > 0.2) & (y < 0.5)] = (250, 240, 30)  # a saturated block with hard edges
+    img += rng.normal(0, noise, size=img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def cmd_jpeg(args) -> None:
+    import subprocess
+
+    import numpy as np
+    import PIL
+    from PIL import Image, features
+
+    if PIL.__version__ != "11.0.0":
+        raise SystemExit(f"Pillow {PIL.__version__}: the reference is Pillow 11.0.0 (libjpeg-turbo 3.0.4)")
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+    def pillow(name, im, **kw):
+        im.save(out / f"{name}.jpg", **kw)
+
+    def cjpeg(name, rgb, *flags):
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "in.ppm"
+            Image.fromarray(rgb, "RGB").save(src)
+            subprocess.run(["cjpeg", *flags, "-outfile", str(out / f"{name}.jpg"), str(src)], check=True)
+
+    rgb = lambda w, h, seed, noise=12: Image.fromarray(jpeg_photo(w, h, seed, noise), "RGB")  # noqa: E731
+    # (name, how it was made): odd sizes everywhere so that partial MCUs and edge upsampling are exercised.
+    cases = []
+
+    def case(name, how):
+        cases.append((name, how))
+
+    pillow("q75_444", rgb(33, 17, 1), quality=75, subsampling="4:4:4")
+    case("q75_444", "Pillow, quality 75, 4:4:4, 33x17")
+    pillow("q75_422", rgb(37, 29, 2), quality=75, subsampling="4:2:2")
+    case("q75_422", "Pillow, quality 75, 4:2:2, 37x29")
+    pillow("q75_420", rgb(45, 31, 3), quality=75, subsampling="4:2:0")
+    case("q75_420", "Pillow, quality 75, 4:2:0, 45x31")
+    pillow("q95_420", rgb(70, 41, 4), quality=95, subsampling="4:2:0")
+    case("q95_420", "Pillow, quality 95, 4:2:0, 70x41")
+    pillow("q30_420", rgb(64, 48, 5), quality=30, subsampling="4:2:0")
+    case("q30_420", "Pillow, quality 30, 4:2:0, 64x48 (whole MCUs)")
+    pillow("q95_444_tiny", rgb(3, 5, 6), quality=95, subsampling="4:4:4")
+    case("q95_444_tiny", "Pillow, quality 95, 4:4:4, 3x5")
+    pillow("q75_420_1px", rgb(1, 9, 7), quality=75, subsampling="4:2:0")
+    case("q75_420_1px", "Pillow, quality 75, 4:2:0, 1x9")
+    pillow("progressive_420", rgb(41, 37, 8), quality=80, subsampling="4:2:0", progressive=True)
+    case("progressive_420", "Pillow, progressive, quality 80, 4:2:0, 41x37 (block smoothing)")
+    pillow("progressive_444", rgb(29, 35, 9), quality=60, subsampling="4:4:4", progressive=True)
+    case("progressive_444", "Pillow, progressive, quality 60, 4:4:4, 29x35")
+    pillow("restart_420", rgb(53, 27, 10), quality=85, subsampling="4:2:0", restart_marker_blocks=2)
+    case("restart_420", "Pillow, restart marker every 2 MCUs, quality 85, 4:2:0, 53x27")
+    pillow("optimized_422", rgb(38, 22, 11), quality=70, subsampling="4:2:2", optimize=True)
+    case("optimized_422", "Pillow, optimized Huffman tables, quality 70, 4:2:2, 38x22")
+    pillow("gray", rgb(31, 23, 12).convert("L"), quality=75)
+    case("gray", "Pillow, mode L, quality 75, 31x23")
+    cmyk = np.concatenate([jpeg_photo(27, 19, 13, 10), jpeg_photo(27, 19, 14, 10)[..., :1]], axis=-1)
+    pillow("cmyk_adobe", Image.fromarray(cmyk, "CMYK"), quality=75)
+    case("cmyk_adobe", "Pillow, mode CMYK (inverted, Adobe marker), quality 75, 27x19")
+    cjpeg("cjpeg_440", jpeg_photo(35, 27, 15, 12), "-quality", "75", "-sample", "1x2")
+    case("cjpeg_440", "cjpeg -quality 75 -sample 1x2 (4:4:0), 35x27")
+    cjpeg("cjpeg_411", jpeg_photo(43, 21, 16, 12), "-quality", "75", "-sample", "4x1")
+    case("cjpeg_411", "cjpeg -quality 75 -sample 4x1 (4:1:1), 43x21")
+    cjpeg("cjpeg_arith", jpeg_photo(39, 25, 17, 12), "-quality", "75", "-arithmetic")
+    case("cjpeg_arith", "cjpeg -quality 75 -arithmetic (4:2:0), 39x25")
+    cjpeg("cjpeg_rgb", jpeg_photo(25, 19, 18, 12), "-quality", "75", "-rgb")
+    case("cjpeg_rgb", "cjpeg -quality 75 -rgb (RGB components, no YCbCr transform), 25x19")
+    pillow("photo_420", rgb(517, 389, 19, noise=4), quality=85, subsampling="4:2:0")
+    case("photo_420", "Pillow, quality 85, 4:2:0, 517x389 photo-like")
+    pillow("photo_422_progressive", rgb(301, 203, 20, noise=4), quality=90, subsampling="4:2:2", progressive=True)
+    case("photo_422_progressive", "Pillow, progressive, quality 90, 4:2:2, 301x203 photo-like")
+
+    reference = {"pillow": PIL.__version__, "libjpeg_turbo": features.version("jpg"), "images": {}}
+    for name, how in cases:
+        with Image.open(out / f"{name}.jpg") as im:
+            mode = im.mode
+            # What transformers' convert_to_rgb sees for every mode a JPEG opens as (no alpha).
+            data = np.asarray(im.convert("RGB"))
+        raw = data.tobytes()
+        entry = {"how": how, "mode": mode, "width": int(data.shape[1]), "height": int(data.shape[0]),
+                 "sha256": hashlib.sha256(raw).hexdigest(), "rgb": None}
+        if len(raw) <= JPEG_RAW_LIMIT:
+            (out / f"{name}.rgb").write_bytes(raw)
+            entry["rgb"] = f"{name}.rgb"
+        reference["images"][name] = entry
+    write_json(out / "reference.json", reference)
+    print(f"jpeg: {len(cases)} files, {dir_size(out) / 1024:.0f} KiB in {out}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -2287,6 +2405,10 @@ def main(argv=None) -> None:
     p = sub.add_parser("llava-next-video", help="tiny random LLaVA-NeXT-Video fixture (committed)")
     p.add_argument("--out", default=str(LLAVA_TINY_DIR), help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_llava_next_video)
+
+    p = sub.add_parser("jpeg", help="JPEG decoder parity files + Pillow's decoded RGB (committed)")
+    p.add_argument("--out", default=str(JPEG_DIR), help="output folder (default: %(default)s)")
+    p.set_defaults(func=cmd_jpeg)
 
     args = ap.parse_args(argv)
     args.func(args)

@@ -9,24 +9,24 @@
 //! | L (gray) | replicated into R, G, B |
 //! | 16-bit RGB / RGBA / LA | high byte of each sample (`v >> 8`), as Pillow's PNG/TIFF unpackers do |
 //! | 16-bit gray | see [`SixteenBit`]: high byte by default, or Pillow's clip to 255 |
-//! | CMYK JPEG | Pillow's Adobe-polarity inversion and `cmyk2rgb` ([`pil::adobe_cmyk_to_rgb`]) on zune-jpeg's samples |
+//! | JPEG | decoded by the system libjpeg-turbo (`csrc/vl_jpeg.c`) with Pillow's settings, byte-identical to Pillow |
+//! | CMYK / YCCK JPEG | libjpeg's CMYK, then Pillow's Adobe-polarity inversion and `cmyk2rgb` ([`pil::adobe_cmyk_to_rgb`]) |
 //! | EXIF orientation 2-8 | applied by default ([`ExifOrientation::Apply`]); Pillow/transformers processors ignore it |
 //!
-//! Known differences from Pillow (decoder level, not pixel formula): JPEGs are decoded by zune-jpeg, not
-//! libjpeg-turbo 3.0.4 (Pillow 11.0.0's): luma agrees within 1 level, but chroma upsampling and YCbCr -> RGB
-//! rounding differ, typically by up to 4 levels (mean ~0.35 on noisy 4:2:0 images), and zune-jpeg's top of the
-//! right edge column with an odd chroma width can be off by ~20 levels; lossy WebP likewise
-//! (image-webp vs libwebp); an RGB PNG with a `tRNS` colour key is composited onto white here, while Pillow keeps
-//! mode RGB and ignores the key; an Adobe YCCK JPEG goes through zune-jpeg's own YCCK -> RGB conversion.
+//! JPEGs: libjpeg defaults as in Pillow's `JpegDecode.c` (ISLOW IDCT, fancy upsampling, progressive block
+//! smoothing; output GRAYSCALE / RGB / CMYK for 1 / 3 / 4 components). Debian's libjpeg-turbo 2.1.5 gives the
+//! same bytes as Pillow 11.0.0's bundled 3.0.4 on every case of `tests/fixtures/jpeg` (all subsamplings, odd
+//! sizes, progressive, restart markers, arithmetic coding, gray, CMYK). Warnings (corrupt data) are ignored as
+//! in Pillow; a file without its end-of-image marker is refused, as Pillow's "image file is truncated".
+//!
+//! Known differences from Pillow: lossy WebP (image-webp vs libwebp); an RGB PNG with a `tRNS` colour key is
+//! composited onto white here, while Pillow keeps mode RGB and ignores the key.
 
 use std::io::Cursor;
 use std::path::Path;
 
 use ::image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 use thiserror::Error;
-use zune_core::bytestream::ZCursor;
-use zune_core::colorspace::ColorSpace;
-use zune_core::options::DecoderOptions;
 
 use super::pil;
 
@@ -171,6 +171,9 @@ fn decode_named(bytes: &[u8], asset: String, options: &DecodeOptions) -> Result<
             ),
         });
     };
+    if format == ImageFormat::Jpeg {
+        return decode_jpeg(bytes, &asset, options);
+    }
     let mut reader = reader;
     let mut limits = Limits::default();
     // Bytes for the decoded pixels at up to 16-bit RGBA, plus slack for the decoders' own buffers.
@@ -186,20 +189,8 @@ fn decode_named(bytes: &[u8], asset: String, options: &DecodeOptions) -> Result<
         ExifOrientation::Ignore => ::image::metadata::Orientation::NoTransforms,
     };
 
-    if format == ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
-        return Err(corrupt("JPEG data ends before its end-of-image marker (truncated file)".into()));
-    }
-
-    let rgb = match jpeg_cmyk(bytes, &asset)? {
-        Some(rgb) => {
-            drop(decoder);
-            rgb
-        }
-        None => {
-            let image = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, &asset, format))?;
-            to_rgb8(image, options.sixteen_bit)
-        }
-    };
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, &asset, format))?;
+    let rgb = to_rgb8(image, options.sixteen_bit);
     if rgb.width != width as usize || rgb.height != height as usize {
         return Err(corrupt(format!("decoded {}x{}, header says {width}x{height}", rgb.width, rgb.height)));
     }
@@ -235,7 +226,7 @@ fn map_image_error(e: ImageError, asset: &str, format: ImageFormat) -> MediaErro
     }
 }
 
-/// A truncated JPEG decodes without error in zune-jpeg (the missing part is filled in), where Pillow refuses
+/// A truncated JPEG decodes without error in libjpeg (the missing part is filled in), where Pillow refuses
 /// it ("image file is truncated"): refuse a JPEG with no end-of-image marker after its first scan.
 fn jpeg_is_truncated(bytes: &[u8]) -> bool {
     let n = bytes.len();
@@ -271,32 +262,81 @@ fn jpeg_is_truncated(bytes: &[u8]) -> bool {
     }
 }
 
-/// A 4-component (CMYK) JPEG decoded the way Pillow does, or `None` for any other JPEG or format.
-fn jpeg_cmyk(bytes: &[u8], asset: &str) -> Result<Option<RgbImage>, MediaError> {
-    if !bytes.starts_with(&[0xFF, 0xD8]) {
-        return Ok(None);
+/// What `csrc/vl_jpeg.c` fills in (`vl_jpeg_image`).
+#[repr(C)]
+struct VlJpegImage {
+    width: std::ffi::c_uint,
+    height: std::ffi::c_uint,
+    components: std::ffi::c_int,
+    pixels: *mut u8,
+    exif: *mut u8,
+    exif_len: usize,
+    message: [std::ffi::c_char; 200], // JMSG_LENGTH_MAX
+}
+
+extern "C" {
+    fn vl_jpeg_decode(data: *const u8, len: usize, max_pixels: u64, image: *mut VlJpegImage) -> std::ffi::c_int;
+    fn vl_jpeg_free(image: *mut VlJpegImage);
+}
+
+const VL_OK: std::ffi::c_int = 0;
+const VL_TOO_MANY_PIXELS: std::ffi::c_int = 2;
+const VL_ZERO_SIZE: std::ffi::c_int = 3;
+const VL_UNSUPPORTED: std::ffi::c_int = 4;
+
+/// A JPEG decoded by libjpeg-turbo with Pillow's settings, then `convert("RGB")`: gray replicated, CMYK/YCCK
+/// (which libjpeg turns into CMYK) inverted with Adobe polarity and converted by [`pil::adobe_cmyk_to_rgb`].
+fn decode_jpeg(bytes: &[u8], asset: &str, options: &DecodeOptions) -> Result<RgbImage, MediaError> {
+    let corrupt = |detail: String| MediaError::Corrupt { asset: asset.to_string(), detail };
+    // libjpeg pads a truncated file with gray and only warns; Pillow refuses it.
+    if jpeg_is_truncated(bytes) {
+        return Err(corrupt("JPEG data ends before its end-of-image marker (truncated file)".into()));
     }
-    let opts = || DecoderOptions::default().set_strict_mode(false).set_max_width(usize::MAX).set_max_height(usize::MAX);
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts());
-    if decoder.decode_headers().is_err() {
-        return Ok(None); // the image crate's decoder reports it
+    // SAFETY: an all-zero VlJpegImage is valid (null pointers, zero sizes); vl_jpeg_decode only reads `bytes`
+    // and owns the buffers it sets until vl_jpeg_free, which runs on every path below.
+    let mut image: VlJpegImage = unsafe { std::mem::zeroed() };
+    let status = unsafe { vl_jpeg_decode(bytes.as_ptr(), bytes.len(), options.max_pixels, &mut image) };
+    let result = (|| {
+        let message = || unsafe { std::ffi::CStr::from_ptr(image.message.as_ptr()) }.to_string_lossy().into_owned();
+        let (width, height) = (image.width, image.height);
+        match status {
+            VL_OK => {}
+            VL_TOO_MANY_PIXELS | VL_ZERO_SIZE => {
+                return check_size(asset, width, height, options.max_pixels).map(|_| None)
+            }
+            VL_UNSUPPORTED => {
+                return Err(MediaError::UnsupportedFormat {
+                    asset: asset.to_string(),
+                    detail: format!("Jpeg: {}", message()),
+                })
+            }
+            _ => return Err(corrupt(format!("Jpeg: {}", message()))),
+        }
+        let exif = if image.exif.is_null() {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(image.exif, image.exif_len) }
+        };
+        let orientation = match options.exif {
+            ExifOrientation::Apply => ::image::metadata::Orientation::from_exif_chunk(exif)
+                .unwrap_or(::image::metadata::Orientation::NoTransforms),
+            ExifOrientation::Ignore => ::image::metadata::Orientation::NoTransforms,
+        };
+        let (w, h) = (width as usize, height as usize);
+        let samples = unsafe { std::slice::from_raw_parts(image.pixels, w * h * image.components as usize) };
+        let data = match image.components {
+            1 => samples.iter().flat_map(|&l| [l, l, l]).collect(),
+            3 => samples.to_vec(),
+            4 => pil::adobe_cmyk_to_rgb(samples),
+            n => return Err(corrupt(format!("Jpeg: libjpeg produced {n} samples per pixel"))),
+        };
+        Ok(Some((RgbImage::new(w, h, data), orientation)))
+    })();
+    unsafe { vl_jpeg_free(&mut image) };
+    match result? {
+        Some((rgb, orientation)) => Ok(apply_orientation(rgb, orientation)),
+        None => Err(corrupt(format!("Jpeg: size {}x{} refused", image.width, image.height))),
     }
-    if decoder.input_colorspace() != Some(ColorSpace::CMYK) {
-        return Ok(None);
-    }
-    let (width, height) = decoder.dimensions().unwrap_or((0, 0));
-    let mut decoder =
-        zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts().jpeg_set_out_colorspace(ColorSpace::CMYK));
-    let stored = decoder
-        .decode()
-        .map_err(|e| MediaError::Corrupt { asset: asset.to_string(), detail: format!("Jpeg (CMYK): {e:?}") })?;
-    if stored.len() != width * height * 4 {
-        return Err(MediaError::Corrupt {
-            asset: asset.to_string(),
-            detail: format!("Jpeg (CMYK): {} bytes decoded for {width}x{height}", stored.len()),
-        });
-    }
-    Ok(Some(RgbImage::new(width, height, pil::adobe_cmyk_to_rgb(&stored))))
 }
 
 /// `convert_to_rgb` on whatever the decoder produced.
