@@ -38,6 +38,8 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Describe every image of a folder: one JSON result per image under --out, resumable, with a summary.
     Run(crate::run::RunArgs),
+    /// Consume jobs from RabbitMQ: download from S3, describe, translate, write results/<batch>/<asset>.json.
+    Serve(Box<crate::serve::ServeArgs>),
 }
 
 /// The vision-language model, its decoding, and the translator.
@@ -284,6 +286,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Translate(args) => translate(args),
         Command::Run(args) => crate::run::run(args),
         Command::Describe(args) => describe(args),
+        Command::Serve(args) => crate::serve::serve(*args),
     }
 }
 
