@@ -3,7 +3,7 @@
 //! (a result, or an error record unless `--retry-failed`; nothing is dropped with `--force`), writes the batch manifest, then publishes one persistent job per asset to its model's queue
 //! with pipelined publisher confirms. Prints one JSON line of counts on standard output.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -74,7 +74,7 @@ pub struct Request {
     pub batch: String,
     pub tasks: Vec<String>,
     pub langs: Vec<Lang>,
-    pub routes: BTreeMap<AssetKind, String>,
+    pub routes: HashMap<AssetKind, String>,
 }
 
 /// Checks tasks, languages, routes and the batch name; an unknown task or language is refused here.
@@ -109,7 +109,7 @@ pub fn check_request(args: &EnqueueArgs) -> Result<Request> {
         "" => Vec::new(),
         list => lang::parse_list(list).context("--langs")?,
     };
-    let mut routes: BTreeMap<AssetKind, String> =
+    let mut routes: HashMap<AssetKind, String> =
         [AssetKind::Image, AssetKind::Video].into_iter().map(|k| (k, topology::default_route(k).to_string())).collect();
     for spec in &args.model_routes {
         let (kind, route) = spec

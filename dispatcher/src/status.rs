@@ -79,6 +79,7 @@ pub async fn look(args: &StatusArgs, storage: &Storage) -> Result<(BatchStatus, 
         Ok(connection) => {
             let channel = connection.create_channel().await.map_err(broker::amqp("open channel"))?;
             let mut routes: Vec<&String> = manifest.routes.values().collect();
+            routes.sort();
             routes.dedup();
             for route in routes {
                 if let Ok((ready, workers)) = broker::queue_depth(&channel, &topology::queue_name(route)).await {

@@ -7,9 +7,9 @@ use clap::Args;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Confirmation, PublisherConfirm};
 use vislingo_proto::topology::{ArgValue, QueueSpec, RouteTopology, DEAD_LETTER_EXCHANGE, EXCHANGE};
 use vislingo_proto::{Job, JOB_SCHEMA_VERSION};
 

@@ -332,7 +332,12 @@ impl Fleet {
                     .properties
                     .headers()
                     .as_ref()
-                    .and_then(|h| h.inner().get(vislingo_proto::topology::REASON_HEADER).cloned())
+                    .and_then(|h| {
+                        h.inner()
+                            .iter()
+                            .find(|(k, _)| k.as_str() == vislingo_proto::topology::REASON_HEADER)
+                            .map(|(_, v)| v.clone())
+                    })
                     .map(|v| match v {
                         lapin::types::AMQPValue::LongString(s) => s.to_string(),
                         other => format!("{other:?}"),

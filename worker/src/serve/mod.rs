@@ -417,7 +417,7 @@ fn message_id(delivery: &Delivery) -> String {
 /// Earlier deliveries of this message (the quorum queue's `x-delivery-count` header; absent on the first).
 fn delivery_count(delivery: &Delivery) -> i64 {
     let Some(headers) = delivery.properties.headers() else { return 0 };
-    match headers.inner().get("x-delivery-count") {
+    match headers.inner().iter().find(|(name, _)| name.as_str() == "x-delivery-count").map(|(_, v)| v) {
         Some(AMQPValue::LongLongInt(n)) => *n,
         Some(AMQPValue::LongInt(n)) => *n as i64,
         Some(AMQPValue::LongUInt(n)) => *n as i64,

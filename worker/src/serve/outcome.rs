@@ -3,7 +3,7 @@
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, LongString};
 use lapin::{BasicProperties, Channel};
 use vislingo_proto::topology::{DEAD_LETTER_EXCHANGE, REASON_HEADER};
 
