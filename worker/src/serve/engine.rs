@@ -220,7 +220,8 @@ mod tests {
 
     #[test]
     fn the_dispatchers_task_names_are_the_workers_builtin_tasks() {
-        let builtin: Vec<&str> = TaskSet::builtin().iter().map(|t| t.name.as_str()).collect();
+        let tasks = TaskSet::builtin();
+        let builtin: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(builtin, vislingo_proto::BUILTIN_TASKS);
     }
 }
