@@ -132,6 +132,18 @@ impl AssetResult {
             && self.model == model
             && &self.request == request
     }
+
+    /// Whether this record answers a job asking for `tasks` and `langs` completely, whichever model and translator
+    /// wrote it (they are the workers' choice, unknown to the dispatcher): the dispatcher's skip test.
+    pub fn answers(&self, tasks: &[String], langs: &[Lang]) -> bool {
+        self.error.is_none() && self.settles(tasks, langs)
+    }
+
+    /// Whether this record, complete or an error record, is the outcome of a job asking for `tasks` and `langs`:
+    /// the asset was processed for this request (a re-run retries errors only when asked to).
+    pub fn settles(&self, tasks: &[String], langs: &[Lang]) -> bool {
+        self.schema_version == RESULT_SCHEMA_VERSION && self.request.tasks == tasks && self.request.langs == langs
+    }
 }
 
 #[cfg(test)]
@@ -193,5 +205,19 @@ mod tests {
         let failed =
             AssetResult { error: Some(AssetError { stage: "decode".into(), message: "x".into() }), ..result() };
         assert!(!failed.satisfies("m", &r.request));
+    }
+
+    #[test]
+    fn a_complete_record_answers_a_job_with_the_same_tasks_and_languages_in_order() {
+        let r = result();
+        let fr = vec![Lang::parse("fr").unwrap()];
+        assert!(r.answers(&["describe".into()], &fr));
+        assert!(!r.answers(&["describe".into(), "tags".into()], &fr));
+        assert!(!r.answers(&["describe".into()], &[]));
+        let failed =
+            AssetResult { error: Some(AssetError { stage: "decode".into(), message: "x".into() }), ..result() };
+        assert!(!failed.answers(&["describe".into()], &fr));
+        assert!(failed.settles(&["describe".into()], &fr));
+        assert!(!failed.settles(&["tags".into()], &fr));
     }
 }

@@ -41,6 +41,8 @@ pub enum Command {
     Run(crate::run::RunArgs),
     /// Probe a video and print its metadata and the frames sampled from it (optionally as PNGs).
     Frames(crate::frames::FramesArgs),
+    /// Consume jobs from RabbitMQ: download from S3, describe, translate, write results/<batch>/<asset>.json.
+    Serve(Box<crate::serve::ServeArgs>),
 }
 
 /// The vision-language model, its decoding, and the translator.
@@ -306,6 +308,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => crate::run::run(args),
         Command::Describe(args) => describe(args),
         Command::Frames(args) => crate::frames::run(args),
+        Command::Serve(args) => crate::serve::serve(*args),
     }
 }
 

@@ -1,47 +1,5 @@
-//! `worker`: the vislingo worker binary. Parses flags, sets up logging, and hands over to `cli::run`.
+//! `worker`: the vislingo worker binary; the library's [`vislingo_worker::main`] does the work.
 
-use std::process::ExitCode;
-
-use clap::Parser;
-use vislingo_worker::cli::{self, Cli, LogFormat};
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.log_format);
-    match cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {}", one_line(&error));
-            ExitCode::from(vislingo_worker::run::exit_code(&error))
-        }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,vislingo_worker=info"));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(vislingo_worker::run::StderrBelowProgress);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// The error and its causes on one line. A cause already quoted in its parent's message is not repeated, and
-/// anything after a message's first line (candle appends a backtrace when RUST_BACKTRACE is set) is dropped.
-fn one_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        let text = text.lines().next().unwrap_or_default().trim();
-        if text.is_empty() || line.contains(text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(text);
-    }
-    line
+fn main() -> std::process::ExitCode {
+    vislingo_worker::main()
 }

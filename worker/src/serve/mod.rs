@@ -1,0 +1,440 @@
+//! `worker serve`: the queue consumer. Loads the vision model and the translator once (on the model thread,
+//! [`engine`]), consumes its route's quorum queue with a prefetch of one batch, and for each batch of jobs:
+//! download (streamed, size-limited), decode, generate, translate through the [`crate::pipeline::Pipeline`],
+//! write `results/<batch>/<asset>.json`, then settle each delivery in [`outcome::settle`].
+//!
+//! - Transient failures (storage or broker unavailable, timeouts) are retried with backoff and never acked; a lost
+//!   broker connection is reconnected and the broker redelivers what was in hand (results are idempotent).
+//! - Permanent failures (undecodable or missing asset, invalid job) write an error record, then the job is
+//!   dead-lettered with its reason. A job redelivered `DELIVERY_LIMIT - 1` times (it crashed or stalled workers)
+//!   gets a `poison` error record and is dead-lettered; the quorum queue's delivery limit is the last guard.
+//! - The prefetch equals the batch size, so a delivery waits in the worker only while its own batch runs: the
+//!   broker's `consumer_timeout` (30 min by default) must exceed one batch's time, which `--max-new-tokens` bounds.
+//! - SIGTERM: stop consuming, finish the batch in hand (a storage retry in progress gives up and requeues), give
+//!   back the rest, close.
+
+pub mod engine;
+pub mod http;
+pub mod outcome;
+pub mod shutdown;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use tracing::Instrument;
+use vislingo_fleet::broker::{self, BrokerArgs};
+use vislingo_fleet::storage::{with_retries, StorageError};
+use vislingo_fleet::{S3Args, Storage};
+use vislingo_proto::topology::{RouteTopology, DEFAULT_IMAGE_ROUTE, DELIVERY_LIMIT};
+use vislingo_proto::{AssetKind, AssetResult, Job};
+
+use self::engine::{Engine, EngineItem};
+use self::http::Readiness;
+use self::outcome::{settle, Outcome};
+use self::shutdown::Shutdown;
+use crate::cli::VisionArgs;
+use crate::metrics::Metrics;
+use crate::pipeline::AssetBytes;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Model route to consume: the queue `vislingo.jobs.<route>` (images: mllama).
+    #[arg(long, env = "VISLINGO_ROUTE", default_value = DEFAULT_IMAGE_ROUTE)]
+    pub route: String,
+    /// Jobs run through the pipeline together (also the prefetch: one batch in hand at a time).
+    #[arg(long, env = "VISLINGO_BATCH_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub batch_size: u16,
+    /// Milliseconds to wait for more jobs to fill a batch once one has arrived.
+    #[arg(long, env = "VISLINGO_BATCH_WAIT_MS", default_value_t = 20)]
+    pub batch_wait_ms: u64,
+    /// Largest asset downloaded, in bytes; larger ones get an error record.
+    #[arg(long, env = "VISLINGO_MAX_ASSET_BYTES", default_value_t = 512 << 20)]
+    pub max_asset_bytes: u64,
+    /// Address of /metrics, /healthz and /readyz (port 0: any free port, logged at start).
+    #[arg(long, env = "VISLINGO_LISTEN", default_value = "0.0.0.0:9464")]
+    pub listen: String,
+    /// Load no translator (jobs asking for languages then fail as invalid).
+    #[arg(long, env = "VISLINGO_NO_TRANSLATOR")]
+    pub no_translator: bool,
+    /// Longest pause between two storage retries, in seconds.
+    #[arg(long, env = "VISLINGO_RETRY_MAX_DELAY_S", default_value_t = 5.0)]
+    pub retry_max_delay_s: f64,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// The model, its decoding and the translator (`--langs` is ignored: languages come with each job).
+    #[command(flatten)]
+    pub vision: VisionArgs,
+}
+
+/// Runs the service until SIGTERM or Ctrl-C.
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve_async(args))
+}
+
+struct Worker {
+    args: ServeArgs,
+    topology: RouteTopology,
+    engine: Engine,
+    storage: Storage,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    shutdown: Shutdown,
+}
+
+async fn serve_async(args: ServeArgs) -> Result<()> {
+    let topology = RouteTopology::new(&args.route).map_err(anyhow::Error::msg).context("--route")?;
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    let shutdown = Shutdown::new();
+    shutdown.listen_for_signals();
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "http listening");
+    tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone(), shutdown.clone()));
+
+    let engine = Engine::start(args.vision.clone(), !args.no_translator).await?;
+    metrics.model_load_seconds.set(engine.load_seconds);
+    readiness.models_loaded.store(true, Ordering::SeqCst);
+    tracing::info!(model = %engine.names.model, seconds = engine.load_seconds, "models loaded");
+    let storage = Storage::connect(&args.s3).await;
+    let worker = Worker { args, topology, engine, storage, metrics, readiness, shutdown };
+
+    let mut delay = Duration::from_millis(500);
+    let mut connections = 0u64;
+    while !worker.shutdown.is_triggered() {
+        let started = Instant::now();
+        let session = worker.session(&mut connections).await;
+        worker.readiness.broker_connected.store(false, Ordering::SeqCst);
+        match session {
+            Ok(()) => break,
+            Err(error) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    delay = Duration::from_millis(500);
+                }
+                tracing::warn!(error = %format!("{error:#}"), delay_ms = delay.as_millis() as u64, "broker session lost");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = worker.shutdown.triggered() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One delivery in hand and what is known of its job so far.
+struct InHand {
+    delivery: Delivery,
+    taken: Instant,
+    job: Option<Job>,
+    span: tracing::Span,
+    /// Set once the job's fate is known before the pipeline.
+    outcome: Option<Outcome>,
+    /// The record to write (error or result).
+    record: Option<AssetResult>,
+    bytes: Option<Vec<u8>>,
+}
+
+impl Worker {
+    /// Connects, declares, consumes until shutdown (Ok) or until the connection is lost (Err).
+    async fn session(&self, connections: &mut u64) -> Result<()> {
+        let connection = broker::connect(&self.args.broker.amqp_url).await?;
+        let channel = connection.create_channel().await.map_err(broker::amqp("open channel"))?;
+        channel.basic_qos(self.args.batch_size, BasicQosOptions::default()).await.map_err(broker::amqp("basic.qos"))?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(broker::amqp("confirm.select"))?;
+        broker::declare(&channel, &self.topology).await?;
+        let mut consumer = channel
+            .basic_consume(
+                self.topology.jobs.name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker::amqp(format!("consume {}", self.topology.jobs.name)))?;
+        *connections += 1;
+        if *connections > 1 {
+            self.metrics.broker_reconnects.inc();
+        }
+        self.readiness.broker_connected.store(true, Ordering::SeqCst);
+        tracing::info!(queue = %self.topology.jobs.name, batch_size = self.args.batch_size, "consuming");
+
+        let wait = Duration::from_millis(self.args.batch_wait_ms);
+        loop {
+            let first = tokio::select! {
+                next = consumer.next() => next,
+                _ = self.shutdown.triggered() => break,
+            };
+            let mut deliveries = match first {
+                Some(Ok(delivery)) => vec![delivery],
+                Some(Err(error)) => return Err(broker::amqp("receive")(error).into()),
+                None => anyhow::bail!("the broker ended the consumer"),
+            };
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut lost = None;
+            while deliveries.len() < self.args.batch_size as usize {
+                match tokio::time::timeout_at(deadline, consumer.next()).await {
+                    Ok(Some(Ok(delivery))) => deliveries.push(delivery),
+                    Ok(Some(Err(error))) => {
+                        lost = Some(error);
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.handle_batch(&channel, deliveries).await?;
+            if let Some(error) = lost {
+                return Err(broker::amqp("receive")(error).into());
+            }
+        }
+        // Shutdown: no new deliveries; whatever the broker had already sent goes back when the channel closes.
+        let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+        let _ = channel.close(200, "shutdown".into()).await;
+        let _ = connection.close(200, "shutdown".into()).await;
+        Ok(())
+    }
+
+    /// Runs one batch of deliveries to their settlement. Err only when the channel is lost.
+    async fn handle_batch(&self, channel: &lapin::Channel, deliveries: Vec<Delivery>) -> Result<()> {
+        self.metrics.in_flight.add(deliveries.len() as i64);
+        self.metrics.batch_size.observe(deliveries.len() as f64);
+        let mut batch: Vec<InHand> = deliveries.into_iter().map(|delivery| self.take(delivery)).collect();
+
+        // Download every asset still to do, concurrently.
+        let downloads = batch.iter().map(|item| async move {
+            let job = item.job.as_ref().filter(|_| item.outcome.is_none() && item.record.is_none())?;
+            let started = Instant::now();
+            let result = self.download(job).instrument(item.span.clone()).await;
+            self.metrics.stage_seconds.with_label_values(&["download"]).observe(started.elapsed().as_secs_f64());
+            Some(result)
+        });
+        let downloaded = futures_util::future::join_all(downloads).await;
+        for (item, result) in batch.iter_mut().zip(downloaded) {
+            let Some(result) = result else { continue };
+            let job = item.job.as_ref().expect("downloads are for jobs");
+            match result {
+                Ok(bytes) => {
+                    self.metrics.downloaded_bytes.inc_by(bytes.len() as u64);
+                    item.bytes = Some(bytes);
+                }
+                Err(error) if error.is_transient() => item.outcome = Some(Outcome::Requeue),
+                Err(error) => item.record = Some(self.error_record(job, "read", error.to_string())),
+            }
+        }
+
+        // The pipeline, on the model thread.
+        let mut items = Vec::new();
+        let mut positions = Vec::new();
+        for (position, item) in batch.iter_mut().enumerate() {
+            let (Some(job), Some(bytes)) = (&item.job, item.bytes.take()) else { continue };
+            let tasks = job.tasks.iter().map(|name| self.engine.tasks.get(name).cloned()).collect::<Result<_, _>>();
+            let tasks = tasks.expect("tasks were checked when the job was taken");
+            items.push(EngineItem {
+                tasks,
+                langs: job.langs.clone(),
+                frames: job.frames,
+                asset: AssetBytes { key: job.asset.clone(), bytes },
+            });
+            positions.push(position);
+        }
+        if !items.is_empty() {
+            let records = self.engine.process(items).await?;
+            let (mut tokens, mut generation_s) = (0u64, 0.0);
+            for (position, record) in positions.into_iter().zip(records) {
+                let t = &record.timings;
+                for (stage, seconds) in [
+                    ("decode", t.decode_s),
+                    ("vision", t.vision_s),
+                    ("generate", t.generation_s),
+                    ("translate", t.translation_s),
+                ] {
+                    self.metrics.stage_seconds.with_label_values(&[stage]).observe(seconds);
+                }
+                for output in &record.outputs {
+                    tokens += output.generated_tokens as u64;
+                    generation_s += output.generation_s;
+                }
+                batch[position].record = Some(record);
+            }
+            self.metrics.generated_tokens.inc_by(tokens);
+            if generation_s > 0.0 {
+                self.metrics.tokens_per_second.set(tokens as f64 / generation_s);
+            }
+        }
+
+        // Write the records, concurrently.
+        let uploads = batch.iter().map(|item| async move {
+            let (Some(job), Some(record)) = (&item.job, &item.record) else { return None };
+            if item.outcome.is_some() {
+                return None;
+            }
+            let started = Instant::now();
+            let result = self.upload(job, record).instrument(item.span.clone()).await;
+            self.metrics.stage_seconds.with_label_values(&["upload"]).observe(started.elapsed().as_secs_f64());
+            Some(result)
+        });
+        let uploaded = futures_util::future::join_all(uploads).await;
+        for (item, result) in batch.iter_mut().zip(uploaded) {
+            let Some(result) = result else { continue };
+            let record = item.record.as_ref().expect("uploads are of records");
+            item.outcome = Some(match (result, &record.error) {
+                (Err(error), _) => {
+                    // Not written: the job goes back to the queue (a permanent refusal ends at the delivery limit).
+                    tracing::warn!(parent: &item.span, %error, "result not written");
+                    Outcome::Requeue
+                }
+                (Ok(()), None) => Outcome::Done,
+                (Ok(()), Some(error)) => Outcome::Failed { stage: error.stage.clone(), reason: error.message.clone() },
+            });
+        }
+
+        // Settle, each in its span.
+        let mut lost = None;
+        for item in &batch {
+            let outcome = item.outcome.clone().unwrap_or(Outcome::Requeue);
+            let settled = settle(channel, &self.topology.route, &item.delivery, &outcome, &self.metrics).await;
+            let seconds = item.taken.elapsed().as_secs_f64();
+            self.metrics.job_seconds.observe(seconds);
+            self.metrics.in_flight.dec();
+            match (&settled, &outcome) {
+                (Err(error), _) => tracing::warn!(parent: &item.span, %error, "not settled; the broker will redeliver"),
+                (Ok(()), Outcome::Done) => tracing::info!(parent: &item.span, seconds, "job done"),
+                (Ok(()), Outcome::Requeue) => tracing::info!(parent: &item.span, "job requeued"),
+                (Ok(()), Outcome::Failed { stage, reason }) => {
+                    tracing::warn!(parent: &item.span, stage, reason, "job failed, dead-lettered")
+                }
+                (Ok(()), Outcome::Invalid { reason }) => {
+                    tracing::warn!(parent: &item.span, reason, "invalid job, dead-lettered")
+                }
+            }
+            if let Err(error) = settled {
+                lost.get_or_insert(error);
+            }
+        }
+        match lost {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Parses a delivery and decides what can be decided before any download.
+    fn take(&self, delivery: Delivery) -> InHand {
+        let taken = Instant::now();
+        let job = match Job::from_json(&delivery.data) {
+            Ok(job) => job,
+            Err(error) => {
+                let span = tracing::info_span!("job", job_id = %message_id(&delivery), asset = "?");
+                let outcome = Some(Outcome::Invalid { reason: error.to_string() });
+                return InHand { delivery, taken, job: None, span, outcome, record: None, bytes: None };
+            }
+        };
+        let span = tracing::info_span!("job", job_id = %job.id, asset = %job.asset);
+        let deliveries = delivery_count(&delivery);
+        let problem = if job.kind == AssetKind::Video && !self.engine.names.takes_videos {
+            Some((
+                "invalid",
+                format!(
+                    "{}: a video job on route `{}`, whose model {} takes images only (videos need a \
+                     LLaVA-NeXT-Video worker, route `{}`)",
+                    job.asset,
+                    self.topology.route,
+                    self.engine.names.model,
+                    vislingo_proto::topology::DEFAULT_VIDEO_ROUTE
+                ),
+            ))
+        } else if job.frames == Some(0) {
+            Some(("invalid", format!("{}: the job asks for 0 video frames", job.asset)))
+        } else if let Some(unknown) = job.tasks.iter().find(|name| self.engine.tasks.get(name).is_err()) {
+            Some(("invalid", format!("{}: unknown task `{unknown}` for this worker", job.asset)))
+        } else if !job.langs.is_empty() && self.engine.names.translator.is_none() {
+            Some(("invalid", format!("{}: languages requested but this worker has no translator", job.asset)))
+        } else if deliveries >= DELIVERY_LIMIT - 1 {
+            Some((
+                "poison",
+                format!(
+                    "{}: delivered {} times without completing (it crashed or stalled workers)",
+                    job.asset,
+                    deliveries + 1
+                ),
+            ))
+        } else {
+            None
+        };
+        let record = problem.map(|(stage, message)| self.error_record(&job, stage, message));
+        InHand { delivery, taken, job: Some(job), span, outcome: None, record, bytes: None }
+    }
+
+    fn error_record(&self, job: &Job, stage: &str, message: String) -> AssetResult {
+        self.engine.error_record(&job.asset, job.kind, &job.tasks, &job.langs, stage, message)
+    }
+
+    fn retry_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.args.retry_max_delay_s.max(0.1))
+    }
+
+    async fn download(&self, job: &Job) -> Result<Vec<u8>, StorageError> {
+        let limit = self.args.max_asset_bytes;
+        with_retries(
+            &job.key,
+            self.retry_delay(),
+            || self.shutdown.is_triggered(),
+            |_| self.metrics.storage_retries.with_label_values(&["get"]).inc(),
+            || self.storage.get(&job.bucket, &job.key, limit),
+        )
+        .await
+    }
+
+    async fn upload(&self, job: &Job, record: &AssetResult) -> Result<(), StorageError> {
+        let mut bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        bytes.push(b'\n');
+        let key = job.result_key();
+        with_retries(
+            &key,
+            self.retry_delay(),
+            || self.shutdown.is_triggered(),
+            |_| self.metrics.storage_retries.with_label_values(&["put"]).inc(),
+            || self.storage.put_json(&job.bucket, &key, bytes.clone()),
+        )
+        .await
+    }
+}
+
+fn message_id(delivery: &Delivery) -> String {
+    delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map_or_else(|| format!("tag-{}", delivery.delivery_tag), |id| id.to_string())
+}
+
+/// Earlier deliveries of this message (the quorum queue's `x-delivery-count` header; absent on the first).
+fn delivery_count(delivery: &Delivery) -> i64 {
+    let Some(headers) = delivery.properties.headers() else { return 0 };
+    match headers.inner().iter().find(|(name, _)| name.as_str() == "x-delivery-count").map(|(_, v)| v) {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => *n as i64,
+        Some(AMQPValue::LongUInt(n)) => *n as i64,
+        Some(AMQPValue::ShortInt(n)) => *n as i64,
+        Some(AMQPValue::ShortUInt(n)) => *n as i64,
+        Some(AMQPValue::ShortShortInt(n)) => *n as i64,
+        Some(AMQPValue::ShortShortUInt(n)) => *n as i64,
+        _ => 0,
+    }
+}
