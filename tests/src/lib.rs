@@ -238,16 +238,29 @@ impl Fleet {
 
     /// Starts `worker serve` on this fleet's image route with the tiny models (greedy, `max_new_tokens` tokens).
     pub fn spawn_worker(&self, name: &str, max_new_tokens: usize) -> WorkerProcess {
+        self.spawn_worker_with(name, &self.route, &fixtures().join("mllama-tiny"), max_new_tokens, &[])
+    }
+
+    /// Starts `worker serve` on `route` with the vision model `model`, the tiny translator and `extra` arguments.
+    pub fn spawn_worker_with(
+        &self,
+        name: &str,
+        route: &str,
+        model: &Path,
+        max_new_tokens: usize,
+        extra: &[&std::ffi::OsStr],
+    ) -> WorkerProcess {
         let log = self.work.path().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = self
             .command(&self.bins.worker)
             .arg("serve")
-            .args(["--route", &self.route, "--listen", "127.0.0.1:0", "--batch-size", "4"])
+            .args(["--route", route, "--listen", "127.0.0.1:0", "--batch-size", "4"])
             .args(["--retry-max-delay-s", "1", "--log-format", "json", "--greedy"])
             .args(["--max-new-tokens", &max_new_tokens.to_string()])
+            .args(extra)
             .arg("--model")
-            .arg(fixtures().join("mllama-tiny"))
+            .arg(model)
             .arg("--translator")
             .arg(fixtures().join("nllb-tiny"))
             .env("RUST_LOG", "info")

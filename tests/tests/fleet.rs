@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vislingo_fleet_tests::{fixture_images, noise, serial, Bins, Fleet};
+use vislingo_fleet_tests::{fixture_images, fixtures, noise, serial, Bins, Fleet};
 use vislingo_proto::{topology, AssetResult};
 
 fn bins() -> Bins {
@@ -257,8 +257,8 @@ fn the_fleets_records_equal_worker_runs_for_the_same_folder() {
     keys.push("broken.jpg".into());
 
     let out = fleet.work.path().join("run-out");
-    let model = vislingo_fleet_tests::fixtures().join("mllama-tiny");
-    let translator = vislingo_fleet_tests::fixtures().join("nllb-tiny");
+    let model = fixtures().join("mllama-tiny");
+    let translator = fixtures().join("nllb-tiny");
     let tokens = "6".to_string();
     let run = Command::new(&fleet.bins.worker)
         .arg("run")
@@ -285,4 +285,51 @@ fn the_fleets_records_equal_worker_runs_for_the_same_folder() {
         assert_eq!(meaningful(&records[key]), meaningful(&local), "{key}");
     }
     assert!(Path::new(&out).join("summary.json").exists());
+}
+
+/// Videos go to their own route, where a LLaVA-NeXT-Video worker samples the job's frame count and writes records
+/// with the video's metadata; a corrupt video gets an error record naming it.
+#[test]
+fn a_video_worker_describes_the_videos_routed_to_it() {
+    let _serial = serial();
+    let fleet = Fleet::new(bins());
+    let videos = fixtures().join("videos");
+    let clips = ["h264_bframes.mp4", "vp9.webm", "truncated.mp4"];
+    for clip in clips {
+        fleet.put(&format!("in/clips/{clip}"), std::fs::read(videos.join(clip)).unwrap());
+    }
+    // The built-in prompts are longer than the tiny model's 512 positions: a task file asks a short question.
+    let task_file = fleet.work.path().join("tasks.toml");
+    let question = "What happens in this clip?";
+    std::fs::write(
+        &task_file,
+        format!("[[task]]\nname = \"describe\"\nprompt = \"{question}\"\nvideo_prompt = \"{question}\"\n"),
+    )
+    .unwrap();
+    let report = fleet.enqueue("describe", LANGS, &["--frames", "3"]);
+    assert_eq!(report["videos"], 3, "{report}");
+
+    let model = fixtures().join("llava-next-video-tiny");
+    let worker = fleet.spawn_worker_with(
+        "video",
+        &fleet.video_route,
+        &model,
+        MAX_NEW_TOKENS,
+        &["--task-file".as_ref(), task_file.as_os_str()],
+    );
+    let records = fleet.wait_for_records(clips.len(), PATIENCE, &[&worker]);
+    for clip in ["h264_bframes.mp4", "vp9.webm"] {
+        let key = format!("clips/{clip}");
+        let record = records.get(&key).unwrap_or_else(|| panic!("no record for {key}"));
+        assert!(record.error.is_none(), "{key}: {:?}", record.error);
+        let video = record.media.as_ref().and_then(|m| m.video.as_ref()).unwrap_or_else(|| panic!("{key}: no video"));
+        assert_eq!(video.frame_indices.len(), 3, "{key}: the job's --frames 3 is used");
+        assert_eq!(record.outputs.len(), 1, "{key}");
+        assert!(record.outputs[0].generated_tokens >= 1, "{key}");
+        assert_eq!(record.outputs[0].translations.len(), 1, "{key}");
+    }
+    let truncated = &records["clips/truncated.mp4"];
+    let error = truncated.error.as_ref().expect("the truncated clip fails");
+    assert_eq!(error.stage, "decode");
+    assert!(error.message.contains("truncated.mp4"), "the error names the asset: {}", error.message);
 }
