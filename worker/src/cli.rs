@@ -140,6 +140,12 @@ impl VisionArgs {
     pub fn load(&self) -> Result<LoadedModels> {
         let langs =
             if self.langs.trim().is_empty() { Vec::new() } else { lang::parse_list(&self.langs).context("--langs")? };
+        let (chat, translator) = self.load_models(!langs.is_empty())?;
+        Ok(LoadedModels { chat, translator, langs })
+    }
+
+    /// Loads the vision model, and the translator when `with_translator`.
+    pub fn load_models(&self, with_translator: bool) -> Result<(VisionChat, Option<Translator>)> {
         let device = parse_device(&self.runtime.device)?;
         let dtype: DType = self.runtime.dtype.into();
         let repo = ModelRepo::open(ModelSource::parse(&self.model, self.runtime.revision.as_deref()))
@@ -147,17 +153,17 @@ impl VisionArgs {
         let mut chat = VisionChat::load(&repo, dtype, &device, self.quant)
             .with_context(|| format!("cannot load vision model {}", self.model))?;
         chat.set_date_string(self.date_string.clone());
-        let translator = if langs.is_empty() {
-            None
-        } else {
+        let translator = if with_translator {
             let repo = ModelRepo::open(ModelSource::parse(&self.translator, None))
                 .with_context(|| format!("translator {}", self.translator))?;
             Some(
                 Translator::load(&repo, dtype, &device)
                     .with_context(|| format!("cannot load translator {}", self.translator))?,
             )
+        } else {
+            None
         };
-        Ok(LoadedModels { chat, translator, langs })
+        Ok((chat, translator))
     }
 
     /// The checkpoint's decoding (`VisionChat::default_settings`) with --greedy, --temperature (0 = greedy),

@@ -106,6 +106,7 @@ pub fn matmul_transposed(x: &[f32], rows: usize, w: &[f32], out_dim: usize, in_d
     debug_assert_eq!(w.len(), out_dim * in_dim);
     // Computed as yᵀ (out, rows) so that each task writes one contiguous block, then transposed.
     let mut yt = vec![0f32; out_dim * rows];
+    let dot_rows = dot_rows_kernel();
     yt.par_chunks_mut(WEIGHT_ROWS_PER_TASK * rows).enumerate().for_each(|(task, block)| {
         let first = task * WEIGHT_ROWS_PER_TASK;
         for (offset, out) in block.chunks_exact_mut(rows).enumerate() {
@@ -123,16 +124,22 @@ pub fn matmul_transposed(x: &[f32], rows: usize, w: &[f32], out_dim: usize, in_d
 }
 
 /// `out[r] = x[r] · w_row` for every row `r` of `x` (rows × in_dim).
-fn dot_rows(x: &[f32], rows: usize, in_dim: usize, w_row: &[f32], out: &mut [f32]) {
+type DotRows = fn(&[f32], usize, usize, &[f32], &mut [f32]);
+
+/// The fastest [`DotRows`] this CPU runs, chosen once per matmul rather than per weight row.
+fn dot_rows_kernel() -> DotRows {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { avx2::dot_rows(x, rows, in_dim, w_row, out) };
-            return;
+            // SAFETY: only chosen when the CPU supports the features the function is compiled for.
+            return |x, rows, in_dim, w_row, out| unsafe { avx2::dot_rows(x, rows, in_dim, w_row, out) };
         }
     }
-    for (r, o) in out.iter_mut().enumerate() {
+    dot_rows_portable
+}
+
+fn dot_rows_portable(x: &[f32], rows: usize, in_dim: usize, w_row: &[f32], out: &mut [f32]) {
+    for (r, o) in out[..rows].iter_mut().enumerate() {
         *o = dot_portable(&x[r * in_dim..][..in_dim], w_row);
     }
 }

@@ -13,7 +13,6 @@ use vislingo_proto::{AssetKind, AssetResult, Lang};
 
 use crate::cli::VisionArgs;
 use crate::media::video::SampleOptions;
-use crate::models::hub::{ModelRepo, ModelSource};
 use crate::models::nllb::{TranslateOptions, Translator};
 use crate::models::vision_chat::VisionChat;
 use crate::pipeline::{AssetBytes, Pipeline, PipelineSettings};
@@ -106,7 +105,7 @@ fn model_thread(
     loaded: oneshot::Sender<Result<(ModelNames, f64)>>,
 ) {
     let started = Instant::now();
-    let models = load(&vision, with_translator);
+    let models = vision.load_models(with_translator);
     let (chat, translator) = match models {
         Ok(models) => models,
         Err(error) => {
@@ -136,28 +135,6 @@ fn model_thread(
         let records = run_batch(&chat, translator.as_ref(), &base, request.items);
         let _ = request.reply.send(records);
     }
-}
-
-fn load(vision: &VisionArgs, with_translator: bool) -> Result<(VisionChat, Option<Translator>)> {
-    let device = crate::cli::parse_device(&vision.runtime.device)?;
-    let dtype = vision.runtime.dtype.into();
-    let repo = ModelRepo::open(ModelSource::parse(&vision.model, vision.runtime.revision.as_deref()))
-        .with_context(|| format!("model {}", vision.model))?;
-    let mut chat = VisionChat::load(&repo, dtype, &device, vision.quant)
-        .with_context(|| format!("cannot load vision model {}", vision.model))?;
-    chat.set_date_string(vision.date_string.clone());
-    let translator = match with_translator {
-        false => None,
-        true => {
-            let repo = ModelRepo::open(ModelSource::parse(&vision.translator, None))
-                .with_context(|| format!("translator {}", vision.translator))?;
-            Some(
-                Translator::load(&repo, dtype, &device)
-                    .with_context(|| format!("cannot load translator {}", vision.translator))?,
-            )
-        }
-    };
-    Ok((chat, translator))
 }
 
 /// Groups the items by request, runs each group through the pipeline, and puts the records back in order.
