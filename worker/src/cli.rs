@@ -163,6 +163,7 @@ impl VisionArgs {
         } else {
             None
         };
+        crate::device_memory::log_device_memory(&device, "models loaded");
         Ok((chat, translator))
     }
 
@@ -459,8 +460,13 @@ mod tests {
             vision: VisionArgs,
         }
         let args = Wrapper::parse_from(std::iter::once("worker").chain(flags.iter().copied()));
-        let checkpoint =
-            DecodeSettings { max_new_tokens: 0, sampling: Some((0.6, 0.9)), seed: 0, repetition_penalty: 1.1 };
+        let checkpoint = DecodeSettings {
+            max_new_tokens: 0,
+            sampling: Some((0.6, 0.9)),
+            seed: 0,
+            repetition_penalty: 1.1,
+            min_new_tokens: 0,
+        };
         args.vision.decode_settings(checkpoint)
     }
 

@@ -2,6 +2,7 @@
 //! The `worker` binary (src/main.rs) is a thin CLI over this crate: [`main`] parses flags, sets up logging and runs.
 
 pub mod cli;
+pub mod device_memory;
 pub mod frames;
 pub mod media;
 pub mod metrics;

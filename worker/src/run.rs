@@ -680,6 +680,7 @@ fn checkpoint_defaults(repo: &ModelRepo) -> Result<DecodeSettings> {
         sampling: config.as_ref().filter(|c| c.do_sample).map(|c| (c.temperature, c.top_p)),
         seed: 0,
         repetition_penalty: config.and_then(|c| c.repetition_penalty).unwrap_or(1.0),
+        min_new_tokens: 0,
     })
 }
 
@@ -992,7 +993,8 @@ mod tests {
     #[test]
     fn article_stats_add_up_the_entries_and_report_greedy_as_temperature_zero() {
         let records = [record(vec![output("describe", "a", None)]), record(vec![output("describe", "b", None)])];
-        let greedy = DecodeSettings { max_new_tokens: 1, sampling: None, seed: 0, repetition_penalty: 1.0 };
+        let greedy =
+            DecodeSettings { max_new_tokens: 1, sampling: None, seed: 0, repetition_penalty: 1.0, min_new_tokens: 0 };
         let file = article_file("m", Some(&greedy), records.iter());
         assert_eq!(file.stats.total_images, Some(2));
         assert_eq!(file.stats.total_batch_time_sec, 4.0);

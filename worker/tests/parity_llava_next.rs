@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde_json::Value;
 use vislingo_worker::media::{decode_file, DecodeOptions, RgbImage};
 use vislingo_worker::models::hub::{ModelRepo, ModelSource, WeightFiles};
@@ -32,13 +32,13 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = fixture_dir();
     let reference = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let tensors = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let tensors = candle_core::safetensors::load(dir.join("reference.safetensors"), &common::test_device()).unwrap();
     Fixture { reference, tensors }
 }
 
 fn load_chat(dtype: DType, quant: Quant) -> LlavaNextChat {
     let repo = ModelRepo::open(ModelSource::Local(fixture_dir())).unwrap();
-    LlavaNextChat::load(&repo, dtype, &Device::Cpu, quant).unwrap()
+    LlavaNextChat::load(&repo, dtype, &common::test_device(), quant).unwrap()
 }
 
 impl Fixture {
@@ -71,6 +71,7 @@ impl Fixture {
             sampling: None,
             seed: 0,
             repetition_penalty: 1.0,
+            min_new_tokens: 0,
         }
     }
 }
@@ -112,7 +113,8 @@ fn features(chat: &LlavaNextChat, f: &Fixture, case: &str) -> (Tensor, Tensor) {
     if video {
         let p = processor.video.preprocess_video(&frames).unwrap();
         let pixels =
-            Tensor::from_slice(&p.pixel_values, (p.frames, 3, p.crop_hw.0, p.crop_hw.1), &Device::Cpu).unwrap();
+            Tensor::from_slice(&p.pixel_values, (p.frames, 3, p.crop_hw.0, p.crop_hw.1), &common::test_device())
+                .unwrap();
         let features = model.video_features(&pixels.to_dtype(model.dtype()).unwrap()).unwrap();
         (pixels, features)
     } else {
@@ -122,7 +124,8 @@ fn features(chat: &LlavaNextChat, f: &Fixture, case: &str) -> (Tensor, Tensor) {
             ids(&f.case(case)["image_size"]).iter().map(|&v| v as usize).collect::<Vec<_>>()
         );
         let pixels =
-            Tensor::from_slice(&p.pixel_values, (p.num_crops, 3, p.crop_hw.0, p.crop_hw.1), &Device::Cpu).unwrap();
+            Tensor::from_slice(&p.pixel_values, (p.num_crops, 3, p.crop_hw.0, p.crop_hw.1), &common::test_device())
+                .unwrap();
         let features = model.image_features(&pixels.to_dtype(model.dtype()).unwrap(), p.image_size).unwrap();
         (pixels, features)
     }
@@ -314,7 +317,7 @@ fn the_model_loads_from_an_offline_hub_cache_by_repo_id() {
     let source = ModelSource::Hub { repo: "llava-hf/LLaVA-NeXT-Video-tiny-hf".into(), revision: "main".into() };
     let repo = ModelRepo::open(source).unwrap().with_cache_dir(cache.path().join("hub")).with_offline(true);
     assert!(matches!(WeightFiles::locate(&repo).unwrap(), WeightFiles::Safetensors(shards) if shards.len() > 1));
-    let chat = LlavaNextChat::load(&repo, DType::F32, &Device::Cpu, Quant::None).unwrap();
+    let chat = LlavaNextChat::load(&repo, DType::F32, &common::test_device(), Quant::None).unwrap();
     let (video, frames, text) = f.media("image_tall");
     assert!(!video);
     let (answers, _) =

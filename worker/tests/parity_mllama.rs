@@ -3,10 +3,12 @@
 //! projected cross-attention states and logits within 1e-4 in f32, greedy token ids exactly (single, text-only,
 //! a left-padded batch, repetition penalty), loaded from sharded safetensors through the real loading path.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde_json::Value;
 use vislingo_worker::models::generate::{generate, GenerationParams, RowRequest, Strategy};
 use vislingo_worker::models::hub::{read_json, ModelRepo, ModelSource, WeightFiles};
@@ -28,13 +30,13 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = fixture_dir();
     let reference: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let tensors = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let tensors = candle_core::safetensors::load(dir.join("reference.safetensors"), &common::test_device()).unwrap();
     let repo = ModelRepo::open(ModelSource::Local(dir.clone())).unwrap();
     let config: MllamaConfig = read_json(&dir.join("config.json")).unwrap();
     config.validate().unwrap();
     let weights = WeightFiles::locate(&repo).unwrap();
     assert!(matches!(&weights, WeightFiles::Safetensors(shards) if shards.len() > 1), "the fixture is sharded");
-    let model = Mllama::new(&config, weights.var_builder(DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let model = Mllama::new(&config, weights.var_builder(DType::F32, &common::test_device()).unwrap()).unwrap();
     Fixture { reference, tensors, model }
 }
 
@@ -218,7 +220,7 @@ fn prompts_and_answers_through_the_chat_model_match_transformers() {
 
     let f = fixture();
     let repo = ModelRepo::open(ModelSource::Local(fixture_dir())).unwrap();
-    let mut chat = MllamaChat::load(&repo, DType::F32, &Device::Cpu, Quant::None).unwrap();
+    let mut chat = MllamaChat::load(&repo, DType::F32, &common::test_device(), Quant::None).unwrap();
     chat.date_string = Some(f.reference["date_string"].as_str().unwrap().to_string());
     let user_text = |case: &Value| -> String {
         case["content"].as_array().unwrap().iter().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join("")
@@ -263,7 +265,7 @@ fn landscape_reference(f: &Fixture) -> (Vec<u32>, Tensor, f32) {
 fn model_variant(dtype: DType, quant: Quant) -> Mllama {
     let config: MllamaConfig = read_json(&fixture_dir().join("config.json")).unwrap();
     let repo = ModelRepo::open(ModelSource::Local(fixture_dir())).unwrap();
-    let vb = WeightFiles::locate(&repo).unwrap().var_builder(dtype, &Device::Cpu).unwrap();
+    let vb = WeightFiles::locate(&repo).unwrap().var_builder(dtype, &common::test_device()).unwrap();
     Mllama::new_quantized(&config, vb, quant).unwrap()
 }
 

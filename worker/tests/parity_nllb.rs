@@ -2,9 +2,11 @@
 //! (`tools/make_fixtures.py nllb` wrote `tests/fixtures/nllb-tiny`): input ids, encoder states and logits
 //! within 1e-4 in f32, greedy and beam-search token ids exactly, through the same loading code as real weights.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde_json::Value;
 use vislingo_proto::Lang;
 use vislingo_worker::models::generate::{DecodeSession, EarlyStopping};
@@ -24,7 +26,7 @@ fn reference() -> Value {
 
 fn load(dir: &Path, dtype: DType) -> Translator {
     let repo = ModelRepo::open(ModelSource::Local(dir.to_path_buf())).unwrap();
-    Translator::load(&repo, dtype, &Device::Cpu).unwrap()
+    Translator::load(&repo, dtype, &common::test_device()).unwrap()
 }
 
 fn ids(value: &Value) -> Vec<u32> {

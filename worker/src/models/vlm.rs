@@ -86,6 +86,7 @@ impl GenerationConfig {
             sampling: self.do_sample.then_some((self.temperature, self.top_p)),
             seed: 0,
             repetition_penalty: self.repetition_penalty.unwrap_or(1.0),
+            min_new_tokens: 0,
         }
     }
 }
@@ -98,6 +99,9 @@ pub struct DecodeSettings {
     pub sampling: Option<(f64, f64)>,
     pub seed: u64,
     pub repetition_penalty: f32,
+    /// End tokens are banned until this many tokens are generated (transformers' `min_new_tokens`; benchmarks
+    /// set it to `max_new_tokens` so every answer has the same length).
+    pub min_new_tokens: usize,
 }
 
 /// Time spent on a batch, for the per-asset statistics.
@@ -164,7 +168,7 @@ impl ChatAssets {
                 None => Strategy::Greedy,
             },
             max_new_tokens: settings.max_new_tokens,
-            min_new_tokens: 0,
+            min_new_tokens: settings.min_new_tokens.min(settings.max_new_tokens),
             eos_token_ids: self.eos_token_ids.clone(),
             repetition_penalty: settings.repetition_penalty,
         }

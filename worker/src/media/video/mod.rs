@@ -48,7 +48,9 @@
 //! clockwise; ffprobe prints the display matrix's counter-clockwise angle (an upright phone clip: rotation -90,
 //! here 90).
 
+#[cfg(feature = "video")]
 mod convert;
+#[cfg(feature = "video")]
 mod reader;
 mod sampling;
 
@@ -57,7 +59,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+#[cfg(feature = "video")]
 pub use self::convert::rotate_clockwise;
+#[cfg(feature = "video")]
 pub use self::reader::VideoReader;
 pub use self::sampling::{article_indices, sampled_frame_numbers};
 use super::RgbImage;
@@ -205,6 +209,8 @@ pub enum VideoError {
     NoFrames { asset: String },
     #[error("video {asset} is too large: {detail}")]
     TooLarge { asset: String, detail: String },
+    #[error("cannot read video {asset}: this worker was built without video support (cargo feature `video`)")]
+    Unsupported { asset: String },
 }
 
 impl VideoError {
@@ -218,17 +224,20 @@ impl VideoError {
             | VideoError::Truncated { asset, .. }
             | VideoError::NoFrames { asset }
             | VideoError::TooLarge { asset, .. } => asset,
+            VideoError::Unsupported { asset } => asset,
         }
     }
 }
 
 /// Metadata of the video at `path` (demuxes its packets; decodes nothing).
+#[cfg(feature = "video")]
 pub fn probe_file(path: impl AsRef<Path>) -> Result<VideoInfo, VideoError> {
     let path = path.as_ref();
     Ok(VideoReader::open(path, &path.display().to_string())?.info().clone())
 }
 
 /// Samples `options.frames` frames of the video at `path` (see the module docs).
+#[cfg(feature = "video")]
 pub fn sample_file(path: impl AsRef<Path>, options: &SampleOptions) -> Result<SampledVideo, VideoError> {
     let path = path.as_ref();
     VideoReader::open(path, &path.display().to_string())?.sample(options)
@@ -236,6 +245,7 @@ pub fn sample_file(path: impl AsRef<Path>, options: &SampleOptions) -> Result<Sa
 
 /// [`sample_file`] for a video held in memory; `asset` names it in errors (its extension, if any, helps FFmpeg
 /// recognise the container). The bytes go through a temporary file.
+#[cfg(feature = "video")]
 pub fn sample_bytes(bytes: &[u8], asset: &str, options: &SampleOptions) -> Result<SampledVideo, VideoError> {
     let io = |source| VideoError::Io { asset: asset.to_string(), source };
     let suffix = Path::new(asset)
@@ -248,4 +258,22 @@ pub fn sample_bytes(bytes: &[u8], asset: &str, options: &SampleOptions) -> Resul
     std::io::Write::write_all(&mut file, bytes).map_err(io)?;
     std::io::Write::flush(&mut file).map_err(io)?;
     VideoReader::open(file.path(), asset)?.sample(options)
+}
+
+/// Without the `video` feature every video is an error record naming the asset.
+#[cfg(not(feature = "video"))]
+pub fn probe_file(path: impl AsRef<Path>) -> Result<VideoInfo, VideoError> {
+    Err(VideoError::Unsupported { asset: path.as_ref().display().to_string() })
+}
+
+/// Without the `video` feature every video is an error record naming the asset.
+#[cfg(not(feature = "video"))]
+pub fn sample_file(path: impl AsRef<Path>, _options: &SampleOptions) -> Result<SampledVideo, VideoError> {
+    Err(VideoError::Unsupported { asset: path.as_ref().display().to_string() })
+}
+
+/// Without the `video` feature every video is an error record naming the asset.
+#[cfg(not(feature = "video"))]
+pub fn sample_bytes(_bytes: &[u8], asset: &str, _options: &SampleOptions) -> Result<SampledVideo, VideoError> {
+    Err(VideoError::Unsupported { asset: asset.to_string() })
 }

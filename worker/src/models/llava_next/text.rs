@@ -9,7 +9,7 @@ use candle_nn::{embedding, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
 use super::config::LlamaConfig;
 use crate::models::generate::DecodeSession;
 use crate::models::mllama::text::{
-    causal_padding_mask, padded_positions, rope_inverse_frequencies, Mlp, Rope, SelfAttention,
+    causal_padding_mask, padded_positions, rope_inverse_frequencies, KvCache, Mlp, Rope, SelfAttention,
 };
 use crate::models::quant::Quant;
 
@@ -127,7 +127,7 @@ impl LlamaModel {
 /// The decoder mid-generation over a batch of rows.
 pub struct LlamaSession<'m> {
     model: &'m LlamaModel,
-    kv: Vec<Option<(Tensor, Tensor)>>,
+    kv: Vec<Option<KvCache>>,
     /// Left padding of each row's prompt.
     pads: Vec<usize>,
     /// Positions fed so far (padding included), the same for every row.
@@ -197,14 +197,15 @@ impl DecodeSession for LlamaSession<'_> {
             let x = model.embed_tokens.forward(&ids)?;
             model.forward(self, x)?
         };
-        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?.squeeze(1)?;
+        // Contiguous: CUDA matmul takes no row stride other than the row length.
+        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?.squeeze(1)?.contiguous()?;
         self.model.logits(&last)
     }
 
     fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
         let index = Tensor::from_iter(rows.iter().map(|&r| r as u32), &self.model.device)?;
         for kv in self.kv.iter_mut().flatten() {
-            *kv = (kv.0.index_select(&index, 0)?, kv.1.index_select(&index, 0)?);
+            kv.select_rows(&index)?;
         }
         self.pads = rows.iter().map(|&r| self.pads[r]).collect();
         if let Some(embeddings) = self.prompt_embeddings.as_mut() {

@@ -19,6 +19,11 @@ pub use processor::{MllamaImageProcessor, MllamaImageProcessorConfig, ProcessedI
 pub use text::{ImageContext, TextModel, TextSession};
 pub use vision::{VisionInput, VisionModel};
 
+/// Bytes of f32 attention scores the vision encoder may hold at once: its attention spans all tiles of an image
+/// (`heads x (tiles * 1608)^2` scores, 2.6 GB per 4-tile image at 560 px), so large batches are encoded a few
+/// images at a time.
+pub const VISION_SCORES_BUDGET: usize = 6 << 30;
+
 #[derive(Debug, Clone)]
 pub struct Mllama {
     vision: VisionModel,
@@ -64,15 +69,42 @@ impl Mllama {
 
     /// Projected features of each image, `(images, tiles * patches, text hidden)`: what cross-attention
     /// attends to (`multi_modal_projector(vision_model(...))`).
+    /// Images go through the encoder a few at a time ([`VISION_SCORES_BUDGET`]), which bounds its memory.
     pub fn encode_images(&self, input: &VisionInput) -> Result<Tensor> {
-        let features = self.vision.forward(input)?;
-        let (images, tiles, patches, _) = features.dims4()?;
-        self.projector.forward(&features)?.reshape((images, tiles * patches, ()))
+        let total = input.aspect_ratio_ids.len();
+        let chunk_images = self.vision_chunk_images();
+        let mut chunks = Vec::with_capacity(total.div_ceil(chunk_images));
+        for start in (0..total).step_by(chunk_images) {
+            let len = chunk_images.min(total - start);
+            let chunk = if len == total {
+                input.clone()
+            } else {
+                VisionInput {
+                    pixel_values: input.pixel_values.narrow(0, start, len)?,
+                    aspect_ratio_ids: input.aspect_ratio_ids[start..start + len].to_vec(),
+                    aspect_ratio_mask: input.aspect_ratio_mask[start..start + len].to_vec(),
+                }
+            };
+            let features = self.vision.forward(&chunk)?;
+            let (images, tiles, patches, _) = features.dims4()?;
+            chunks.push(self.projector.forward(&features)?.reshape((images, tiles * patches, ()))?);
+        }
+        if chunks.len() == 1 {
+            return Ok(chunks.pop().expect("one chunk"));
+        }
+        Tensor::cat(&chunks, 0)
     }
 
     /// A decoding session for `rows` sequences, with their images' features (or none, text-only).
     pub fn start(&self, rows: usize, images: Option<ImageContext>) -> Result<TextSession<'_>> {
         self.text.start(rows, images)
+    }
+
+    /// Images per vision-encoder pass under [`VISION_SCORES_BUDGET`] (at least one).
+    fn vision_chunk_images(&self) -> usize {
+        let v = &self.config.vision_config;
+        let tokens = v.max_num_tiles * (v.num_patches() + 8);
+        (VISION_SCORES_BUDGET / (v.attention_heads * tokens * tokens * 4).max(1)).max(1)
     }
 
     /// Vision tokens per tile (`vision_model.num_patches`).

@@ -6,6 +6,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{embedding, linear_no_bias, Embedding, Linear, RmsNorm, VarBuilder};
 
+use crate::models::profile;
 use crate::models::quant::{QLinear, Quant};
 
 use super::config::{RopeScaling, TextConfig};
@@ -101,7 +102,7 @@ impl SelfAttention {
         x: &Tensor,
         rope: &Rope,
         mask: &Tensor,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<KvCache>,
     ) -> Result<Tensor> {
         let (rows, len, _) = x.dims3()?;
         let split = |t: Tensor, heads| t.reshape((rows, len, heads, self.head_dim))?.transpose(1, 2)?.contiguous();
@@ -110,13 +111,59 @@ impl SelfAttention {
         let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
         let q = candle_nn::rotary_emb::rope(&q, &rope.cos, &rope.sin)?;
         let k = candle_nn::rotary_emb::rope(&k, &rope.cos, &rope.sin)?;
-        let (k, v) = match cache.take() {
-            Some((past_k, past_v)) => (Tensor::cat(&[&past_k, &k], 2)?, Tensor::cat(&[&past_v, &v], 2)?),
-            None => (k, v),
-        };
+        let (k, v) = KvCache::append(cache, &k, &v)?;
         let out = grouped_attention(&q, &k, &v, mask, self.kv_heads)?;
-        *cache = Some((k, v));
         self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, self.heads * self.head_dim))?)
+    }
+}
+
+/// Keys and values of a layer's past positions, `(rows, kv_heads, capacity, head_dim)` of which the first `len`
+/// positions are filled. New positions are written in place; the buffer doubles when full, so a decode step
+/// copies one position per row rather than the whole cache as concatenation would.
+#[derive(Debug, Clone)]
+pub(crate) struct KvCache {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions allocated beyond the first call's, before the first doubling.
+    const HEADROOM: usize = 128;
+
+    /// Appends `k` and `v` `(rows, kv_heads, new, head_dim)` and returns views of all positions so far.
+    pub(crate) fn append(cache: &mut Option<KvCache>, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let new = k.dim(2)?;
+        let needed = cache.as_ref().map_or(0, |c| c.len) + new;
+        let capacity = cache.as_ref().map_or(0, |c| c.k.dim(2).unwrap_or(0));
+        if needed > capacity {
+            let capacity = (needed + Self::HEADROOM).max(2 * capacity);
+            let (rows, heads, _, head_dim) = k.dims4()?;
+            let grown = KvCache {
+                k: Tensor::zeros((rows, heads, capacity, head_dim), k.dtype(), k.device())?,
+                v: Tensor::zeros((rows, heads, capacity, head_dim), v.dtype(), v.device())?,
+                len: 0,
+            };
+            if let Some(old) = cache.take() {
+                grown.k.slice_set(&old.k.narrow(2, 0, old.len)?.contiguous()?, 2, 0)?;
+                grown.v.slice_set(&old.v.narrow(2, 0, old.len)?.contiguous()?, 2, 0)?;
+                *cache = Some(KvCache { len: old.len, ..grown });
+            } else {
+                *cache = Some(grown);
+            }
+        }
+        let cache = cache.as_mut().expect("allocated above");
+        cache.k.slice_set(&k.contiguous()?, 2, cache.len)?;
+        cache.v.slice_set(&v.contiguous()?, 2, cache.len)?;
+        cache.len += new;
+        Ok((cache.k.narrow(2, 0, cache.len)?, cache.v.narrow(2, 0, cache.len)?))
+    }
+
+    /// Keeps these rows, in this order.
+    pub(crate) fn select_rows(&mut self, index: &Tensor) -> Result<()> {
+        self.k = self.k.index_select(index, 0)?;
+        self.v = self.v.index_select(index, 0)?;
+        Ok(())
     }
 }
 
@@ -289,6 +336,7 @@ impl TextModel {
     /// A decoding session over `rows` sequences. `images` holds the projected image features of each row,
     /// `(rows, vision_tokens, hidden)` (all rows, or `None` for text-only batches).
     pub fn start(&self, rows: usize, images: Option<ImageContext>) -> Result<TextSession<'_>> {
+        let started = std::time::Instant::now();
         let cross = match &images {
             Some(context) => self
                 .layers
@@ -300,12 +348,17 @@ impl TextModel {
                 .collect::<Result<Vec<_>>>()?,
             None => vec![None; self.layers.len()],
         };
+        profile::report(
+            &format!("cross-attention keys/values rows={rows}"),
+            &[("", profile::lap(&self.device, started))],
+        );
         Ok(TextSession {
             model: self,
             self_kv: vec![None; self.layers.len()],
             cross_kv: cross,
             patches_per_tile: images.as_ref().map_or(0, |c| c.patches_per_tile),
             token_masks: images.map(|c| c.token_masks),
+            decode_cross_mask: None,
             rows: (0..rows).map(|_| RowState::default()).collect(),
         })
     }
@@ -313,6 +366,7 @@ impl TextModel {
     /// Runs the decoder over `tokens` (one equal-length slice per row, already left-padded) and returns the
     /// final-norm hidden states `(rows, len, hidden)`.
     fn forward(&self, session: &mut TextSession, tokens: &[Vec<u32>], pads: &[usize]) -> Result<Tensor> {
+        let started = std::time::Instant::now();
         let rows = tokens.len();
         let len = tokens.first().map_or(0, Vec::len);
         let past = session.rows.first().map_or(0, |r| r.len);
@@ -322,20 +376,33 @@ impl TextModel {
         let positions = padded_positions(pads, past, len);
         let rope = Rope::new(&self.inv_freq, &positions, &self.device, self.dtype)?;
         let self_mask = causal_padding_mask(pads, past, len, &self.device, self.dtype)?;
-        let cross_masks = match &session.token_masks {
-            Some(masks) => Some(cross_attention_mask(
-                masks,
-                &session.rows,
-                past,
-                len,
-                session.patches_per_tile,
-                &self.device,
-                self.dtype,
-            )?),
-            None => None,
+        // A generated token sees what the last prompt token sees, so decode steps share one mask until the
+        // rows change.
+        let decoding = past > 0;
+        let cross_masks = match (&session.token_masks, &session.decode_cross_mask) {
+            (Some(_), Some(cached)) if decoding && len == 1 => Some(cached.clone()),
+            (Some(masks), _) => {
+                let built = cross_attention_mask(
+                    masks,
+                    &session.rows,
+                    past,
+                    len,
+                    session.patches_per_tile,
+                    &self.device,
+                    self.dtype,
+                )?;
+                if decoding && len == 1 {
+                    session.decode_cross_mask = Some(built.clone());
+                }
+                Some(built)
+            }
+            (None, _) => None,
         };
 
+        let prepared = profile::lap(&self.device, started);
+        let (mut self_s, mut cross_s) = (0.0, 0.0);
         for (index, layer) in self.layers.iter().enumerate() {
+            let layer_started = std::time::Instant::now();
             match layer {
                 Layer::SelfAttention { attn, mlp, input_layernorm, post_attention_layernorm } => {
                     let h =
@@ -354,11 +421,23 @@ impl TextModel {
                     x = (&x + h.broadcast_mul(mlp_gate)?)?;
                 }
             }
+            if profile::enabled() {
+                let spent = profile::lap(&self.device, layer_started);
+                match layer {
+                    Layer::SelfAttention { .. } => self_s += spent,
+                    Layer::CrossAttention { .. } => cross_s += spent,
+                }
+            }
         }
         for row in session.rows.iter_mut() {
             row.len += len;
         }
-        self.norm.forward(&x)
+        let out = self.norm.forward(&x);
+        profile::report(
+            &format!("text forward rows={rows} len={len} past={past}"),
+            &[("inputs+masks", prepared), ("self layers", self_s), ("cross layers", cross_s)],
+        );
+        out
     }
 
     fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
@@ -393,9 +472,11 @@ struct RowState {
 /// A text decoder mid-generation over a batch of rows.
 pub struct TextSession<'m> {
     model: &'m TextModel,
-    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    self_kv: Vec<Option<KvCache>>,
     cross_kv: Vec<Option<(Tensor, Tensor)>>,
     token_masks: Option<Vec<Vec<Vec<u8>>>>,
+    /// The cross-attention mask and row factor of a one-token decode step, kept while the rows stay the same.
+    decode_cross_mask: Option<(Tensor, Tensor)>,
     patches_per_tile: usize,
     rows: Vec<RowState>,
 }
@@ -437,17 +518,22 @@ impl DecodeSession for TextSession<'_> {
             let model = self.model;
             model.forward(self, new_tokens, &pads)?
         };
-        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?.squeeze(1)?;
+        // Contiguous: CUDA matmul takes no row stride other than the row length.
+        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?.squeeze(1)?.contiguous()?;
         self.model.logits(&last)
     }
 
     fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
         let index = Tensor::from_iter(rows.iter().map(|&r| r as u32), &self.model.device)?;
         let pick = |t: &Tensor| t.index_select(&index, 0);
-        for kv in self.self_kv.iter_mut().chain(self.cross_kv.iter_mut()).flatten() {
+        for kv in self.self_kv.iter_mut().flatten() {
+            kv.select_rows(&index)?;
+        }
+        for kv in self.cross_kv.iter_mut().flatten() {
             *kv = (pick(&kv.0)?, pick(&kv.1)?);
         }
         self.rows = rows.iter().map(|&r| self.rows[r].clone()).collect();
+        self.decode_cross_mask = None;
         Ok(())
     }
 }
@@ -544,4 +630,57 @@ pub(crate) fn rope_inverse_frequencies(head_dim: usize, rope_theta: f64, scaling
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kv_cache_grows_in_place_and_equals_concatenation() {
+        let device = Device::Cpu;
+        let step = |n: usize, seed: f32| {
+            let data: Vec<f32> = (0..2 * 3 * n * 4).map(|i| seed + i as f32).collect();
+            Tensor::from_vec(data, (2, 3, n, 4), &device).unwrap()
+        };
+        let mut cache = None;
+        let mut expected_k: Option<Tensor> = None;
+        // A long prefill, then single tokens past the first capacity (prefill + HEADROOM) and a doubling.
+        let lengths: Vec<usize> = std::iter::once(5).chain(std::iter::repeat_n(1, KvCache::HEADROOM + 20)).collect();
+        for (i, &n) in lengths.iter().enumerate() {
+            let k = step(n, i as f32 * 1000.0);
+            let v = (&k * -1.0).unwrap();
+            let (all_k, all_v) = KvCache::append(&mut cache, &k, &v).unwrap();
+            let want = match expected_k.take() {
+                Some(past) => Tensor::cat(&[&past, &k], 2).unwrap(),
+                None => k.clone(),
+            };
+            assert_eq!(all_k.dims(), want.dims());
+            let got = all_k.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(got, want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "keys after {} appends", i + 1);
+            let got_v = all_v.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want_v = (&want * -1.0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(got_v, want_v);
+            expected_k = Some(want);
+        }
+        let capacity = cache.as_ref().unwrap().k.dim(2).unwrap();
+        assert!(capacity >= 5 + KvCache::HEADROOM + 20 && capacity > 5 + KvCache::HEADROOM, "it grew: {capacity}");
+        // Selecting rows keeps the filled positions of the chosen rows.
+        let index = Tensor::new(&[1u32, 1], &device).unwrap();
+        cache.as_mut().unwrap().select_rows(&index).unwrap();
+        let (k, _) = KvCache::append(&mut cache, &step(1, 0.5).narrow(0, 0, 2).unwrap(), &step(1, 0.5)).unwrap();
+        assert_eq!(k.dims(), &[2, 3, 5 + KvCache::HEADROOM + 21, 4]);
+        let past = expected_k.unwrap().narrow(0, 1, 1).unwrap();
+        assert_eq!(
+            k.narrow(0, 0, 1)
+                .unwrap()
+                .narrow(2, 0, past.dim(2).unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            past.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
 }

@@ -202,6 +202,7 @@ impl VisionModel {
     /// Vision features of each image, `(images, tiles, num_patches, vision_output_dim)`.
     pub fn forward(&self, input: &VisionInput) -> Result<Tensor> {
         let cfg = &self.config;
+        let started = std::time::Instant::now();
         let (images, tiles, channels, height, width) = input.pixel_values.dims5()?;
         let (h, p) = (cfg.hidden_size, cfg.patch_size);
         let device = input.pixel_values.device();
@@ -234,6 +235,7 @@ impl VisionModel {
         let x = if padding > 0 { x.pad_with_zeros(2, 0, padding)? } else { x };
         let mask = aspect_ratio_attention_mask(&input.aspect_ratio_mask, tiles, padded, padding, device, dtype)?;
         let mut x = x.reshape((images, tiles * padded, h))?;
+        let embedded = crate::models::profile::lap(device, started);
 
         // Local transformer, keeping the input of every layer and the final output (`output_hidden_states`).
         let mut states = Vec::with_capacity(self.transformer.len() + 1);
@@ -251,6 +253,10 @@ impl VisionModel {
         }
         let x = x.reshape((images, tiles, padded, h))?.narrow(2, 0, patches_with_class)?;
 
+        crate::models::profile::report(
+            &format!("vision forward images={images}"),
+            &[("embeddings+mask", embedded), ("all", crate::models::profile::lap(device, started))],
+        );
         // torch.stack(states, -1)[..., indices] then reshape: features interleave as (hidden, layer).
         let chosen: Vec<&Tensor> = cfg.intermediate_layers_indices.iter().map(|&i| &states[i]).collect();
         let intermediate = Tensor::stack(&chosen, D::Minus1)?
@@ -272,22 +278,25 @@ fn aspect_ratio_attention_mask(
     dtype: DType,
 ) -> Result<Tensor> {
     let len = tiles * padded;
-    let min = dtype_min(dtype);
-    let mut data = Vec::with_capacity(aspect_ratio_mask.len() * len * len);
+    let images = aspect_ratio_mask.len();
+    let mut masked = Vec::with_capacity(images * len);
     for tile_mask in aspect_ratio_mask {
-        let masked: Vec<bool> = (0..len)
-            .map(|i| {
-                let (tile, patch) = (i / padded, i % padded);
-                let tile_real = tile_mask.get(tile).copied().unwrap_or(0) != 0;
-                let padding_patch = padding == 0 || patch >= padded - padding;
-                !tile_real || padding_patch
-            })
-            .collect();
-        for &query in &masked {
-            data.extend(masked.iter().map(|&key| if query && key { min } else { 0.0 }));
-        }
+        masked.extend((0..len).map(|i| {
+            let (tile, patch) = (i / padded, i % padded);
+            let tile_real = tile_mask.get(tile).copied().unwrap_or(0) != 0;
+            let padding_patch = padding == 0 || patch >= padded - padding;
+            if !tile_real || padding_patch {
+                1f32
+            } else {
+                0.0
+            }
+        }));
     }
-    Tensor::from_vec(data, (aspect_ratio_mask.len(), 1, len, len), device)?.to_dtype(dtype)
+    // The outer product of the per-position flags, built on the device: `len^2` per image is 41M values at
+    // 560 px tiles, too many to fill on the host.
+    let masked = Tensor::from_vec(masked, (images, len), device)?;
+    let both = masked.unsqueeze(2)?.broadcast_mul(&masked.unsqueeze(1)?)?;
+    (both * f64::from(dtype_min(dtype)))?.unsqueeze(1)?.to_dtype(dtype)
 }
 
 /// `torch.finfo(dtype).min`, as an f32 that converts to exactly that value.

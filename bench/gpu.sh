@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# GPU benchmark and CUDA parity checks (see BENCHMARKS.md, "GPU").
+#
+#   bash bench/gpu.sh build        # here (no GPU): CUDA build of vlm-gpu-bench and the parity test binaries
+#                                  # into .gpu/ (git-ignored through .git/info/exclude; carried to the GPU machine)
+#   bash bench/gpu.sh parity       # on the GPU machine: the tiny-model parity tests on cuda:0
+#   bash bench/gpu.sh describe     # on the GPU machine: random full-size checkpoints, vislingo vs transformers
+#                                  # (VL_COUNT, VL_BATCH, VL_REF_BATCH, VL_NEW_TOKENS, VL_QUANTS, VL_REFERENCE,
+#                                  # VL_FRAMES for videos)
+#
+# The build follows ../shared/gpu (CUDA 13.0 wheels from PyPI, CUDA_COMPUTE_CAP=90: H100/H200 only). The GPU
+# binaries are built without the `video` feature (no FFmpeg libraries on the GPU host) and with libjpeg linked
+# statically. Environment: OUT (results folder, default /tmp/vl-out), VL_WORK (scratch, default /tmp/vl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+GPU_DIR="$ROOT/.gpu"
+
+build() {
+  local setup="${VL_CUDA_SETUP:-$ROOT/../shared/gpu}"
+  bash "$setup/setup.sh" >/dev/null
+  # shellcheck disable=SC1091
+  source /opt/cuda-pip/env.sh
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/vislingo-cuda-target}" VISLINGO_STATIC_JPEG=1
+  local features=(--no-default-features --features cuda)
+  cargo build --release -j "${CARGO_BUILD_JOBS:-2}" -p vislingo-bench "${features[@]}" --bin vlm-gpu-bench
+  local tests
+  tests=$(cargo test --release -j "${CARGO_BUILD_JOBS:-2}" -p vislingo-worker "${features[@]}" --no-run \
+    --test parity_mllama --test parity_nllb --test parity_llava_next --message-format=json |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"], m["executable"])')
+  mkdir -p "$GPU_DIR"
+  rm -f "$GPU_DIR"/*.xz
+  pack() { strip --strip-all -o "$GPU_DIR/$1" "$2" && xz -T2 -2 -f "$GPU_DIR/$1"; }
+  pack vlm-gpu-bench "$CARGO_TARGET_DIR/release/vlm-gpu-bench"
+  while read -r name path; do pack "$name" "$path"; done <<<"$tests"
+  cp "$setup/run-on-gpu.sh" "$GPU_DIR/"
+  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
+  ls -la "$GPU_DIR"
+}
+
+# --- on the GPU machine ---
+WORK="${VL_WORK:-/tmp/vl}"
+OUT="${OUT:-/tmp/vl-out}"
+
+unpack() {
+  mkdir -p "$WORK/bin" "$OUT"
+  for f in "$GPU_DIR"/*.xz; do
+    local bin="$WORK/bin/$(basename "${f%.xz}")"
+    [[ -x "$bin" ]] || { xz -dc "$f" >"$bin" && chmod +x "$bin"; }
+  done
+  # The test binaries find their fixtures under the path the crate had when built.
+  if [[ ! -e /work/main/worker ]]; then mkdir -p /work && ln -sfn "$ROOT" /work/main; fi
+}
+
+gpu() { timeout "${VL_TIMEOUT:-900}" bash "$GPU_DIR/run-on-gpu.sh" "$@" 2>&1 | { grep --line-buffered -v '^run-on-gpu.sh: ' || true; }; }
+
+# Peak GPU memory used while a command runs, sampled by nvidia-smi every 100 ms.
+with_vram() {
+  local name="$1"; shift
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$OUT/vram-$name.txt" &
+  local sampler=$!
+  "$@"
+  local rc=$?
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+  echo "peak VRAM $name: $(sort -n "$OUT/vram-$name.txt" | tail -1) MiB" | tee -a "$OUT/summary.txt"
+  return $rc
+}
+
+parity() {
+  unpack
+  export VISLINGO_TEST_DEVICE=cuda:0 HF_HUB_OFFLINE=1
+  for t in parity_nllb parity_mllama parity_llava_next; do
+    echo "== $t on cuda:0" | tee -a "$OUT/summary.txt"
+    gpu "$WORK/bin/$t" --test-threads 1 --nocapture 2>&1 | tee "$OUT/$t.log" |
+      { grep -E '^test |test result|panicked|error|diff|max' || true; } | tail -40
+  done
+}
+
+checkpoints() {
+  unpack
+  local bench="$WORK/bin/vlm-gpu-bench"
+  [[ -d "$WORK/inputs" ]] || python3 bench/gpu/make_inputs.py --out "$WORK/inputs" --images 64
+  [[ -f "$WORK/mllama-11b/model.safetensors.index.json" ]] || gpu "$bench" make-checkpoint --family mllama \
+    --config bench/gpu/mllama-11b.config.json --like worker/tests/fixtures/mllama-tiny \
+    --merge 'preprocessor_config.json={"size": {"height": 560, "width": 560}}' --out "$WORK/mllama-11b"
+  [[ -f "$WORK/nllb-600m/model.safetensors.index.json" ]] || gpu "$bench" make-checkpoint --family nllb \
+    --config bench/gpu/nllb-600m.config.json --like worker/tests/fixtures/nllb-tiny --dtype f32 \
+    --out "$WORK/nllb-600m"
+  [[ -n "${VL_FRAMES:-}" && ! -f "$WORK/llava-7b/model.safetensors.index.json" ]] && gpu "$bench" make-checkpoint \
+    --family llava-next-video --config bench/gpu/llava-next-video-7b.config.json \
+    --like worker/tests/fixtures/llava-next-video-tiny \
+    --merge "preprocessor_config.json=$(cat bench/gpu/llava-next-video-7b.preprocessor.json)" \
+    --merge 'processor_config.json={"patch_size": 14}' --out "$WORK/llava-7b"
+  return 0
+}
+
+# vislingo, then transformers, on the same checkpoints and inputs. VL_FRAMES=K: LLaVA-NeXT-Video on videos of K
+# frames instead of Llama 3.2 Vision on images.
+describe() {
+  checkpoints
+  python3 bench/gpu/bandwidth.py | tee "$OUT/bandwidth.json"
+  local count="${VL_COUNT:-64}" tokens="${VL_NEW_TOKENS:-256}" model="$WORK/mllama-11b" tag=images frames=()
+  if [[ -n "${VL_FRAMES:-}" ]]; then model="$WORK/llava-7b"; tag=videos; frames=(--frames "$VL_FRAMES"); fi
+  local inputs=(--model "$model" --translator "$WORK/nllb-600m" --images "$WORK/inputs/images"
+    --texts "$WORK/inputs/texts.json" --count "$count" --new-tokens "$tokens" "${frames[@]}")
+  for quant in ${VL_QUANTS:-none}; do
+    with_vram "vislingo-$tag-$quant" gpu "$WORK/bin/vlm-gpu-bench" describe "${inputs[@]}" --quant "$quant" \
+      --batch "${VL_BATCH:-64}" --step-batches "${VL_STEP_BATCHES:-1,${VL_BATCH:-64}}" --json "$OUT/vislingo-$tag-$quant.json" \
+      2>&1 | tee "$OUT/vislingo-$tag-$quant.log" | grep --line-buffered -v '^ *[0-9]*: ' || true
+  done
+  if [[ "${VL_REFERENCE:-article,batched,best}" != none ]]; then
+    with_vram "transformers-$tag" python3 bench/gpu_reference.py "${inputs[@]}" --batch "${VL_REF_BATCH:-32}" \
+      --pipelines "${VL_REFERENCE:-article,batched,best}" --json "$OUT/transformers-$tag.json" || true
+  fi
+}
+
+case "${1:-}" in
+  build) build ;;
+  parity) parity ;;
+  checkpoints) checkpoints ;;
+  describe) describe ;;
+  *) sed -n '2,11p' "$0"; exit 64 ;;
+esac

@@ -1,0 +1,437 @@
+//! GPU throughput benchmark of vislingo's vision models and translator (`bench/gpu.sh` runs it on the H100 beside
+//! `bench/gpu_reference.py`): `make-checkpoint` writes a random-weight checkpoint of a full-size architecture in
+//! the Hub layout by recording every tensor the loader asks for; `describe` runs the worker's models on a folder of
+//! images or videos made of them (describe with a fixed number of new tokens, then translation of given texts) and prints JSON figures.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use vislingo_proto::Lang;
+use vislingo_worker::media::{decode_bytes, DecodeOptions, RgbImage};
+use vislingo_worker::models::hub::{read_json, ModelRepo, ModelSource};
+use vislingo_worker::models::llava_next::{LlavaNextVideo, LlavaNextVideoConfig};
+use vislingo_worker::models::mllama::{Mllama, MllamaConfig};
+use vislingo_worker::models::nllb::{M2M100Config, TranslateOptions, TranslationJob, Translator, M2M100};
+use vislingo_worker::models::quant::Quant;
+use vislingo_worker::models::vision_chat::{DecodeSettings, Media, MediaPrompt, VisionChat};
+
+#[derive(Parser)]
+#[command(about = "GPU throughput benchmark of vislingo's models (see BENCHMARKS.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes a random-weight checkpoint (normal(0, 0.02), norms 1) of the architecture in `--config`, with the
+    /// tokenizer and processor files of `--like` (a tiny fixture), as sharded safetensors in the Hub layout.
+    MakeCheckpoint(MakeCheckpointArgs),
+    /// Describes every image of `--images` (or, with `--frames K`, videos of K frames made of them) in batches,
+    /// then translates `--texts`; prints a JSON report.
+    Describe(ImagesArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Family {
+    Mllama,
+    LlavaNextVideo,
+    Nllb,
+}
+
+#[derive(clap::Args)]
+struct MakeCheckpointArgs {
+    #[arg(long, value_enum)]
+    family: Family,
+    /// config.json of the full-size architecture.
+    #[arg(long)]
+    config: PathBuf,
+    /// A folder whose non-weight files (tokenizer, chat template, processor) are copied.
+    #[arg(long)]
+    like: PathBuf,
+    /// `FILE=JSON`: the JSON object's keys are set in the copied FILE (e.g. full-size tile sizes in
+    /// preprocessor_config.json). Repeatable.
+    #[arg(long = "merge")]
+    merges: Vec<String>,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// Where the random values are drawn.
+    #[arg(long, default_value = "cuda:0")]
+    device: String,
+    #[arg(long, default_value_t = 5.0)]
+    shard_gb: f64,
+}
+
+#[derive(clap::Args)]
+struct ImagesArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    translator: Option<PathBuf>,
+    #[arg(long, default_value = "cuda:0")]
+    device: String,
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    #[arg(long, default_value = "none")]
+    quant: Quant,
+    /// Folder of images (sorted by name); `--count` of them are described, cycling if there are fewer.
+    #[arg(long)]
+    images: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    count: usize,
+    /// Each asset is a video of this many frames (one image repeated; the model cost does not depend on the
+    /// pixels) instead of an image.
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Images decoded together.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Tokens every answer generates (end tokens banned until then).
+    #[arg(long, default_value_t = 256)]
+    new_tokens: usize,
+    #[arg(long, default_value = "Describe this in detail.")]
+    prompt: String,
+    /// JSON list of English texts (one per image, cycled) translated in place of the random model's output.
+    #[arg(long)]
+    texts: Option<PathBuf>,
+    #[arg(long, value_delimiter = ',', default_value = "fra_Latn,spa_Latn,deu_Latn")]
+    langs: Vec<String>,
+    /// Tokens every translated sentence generates (end tokens banned until then).
+    #[arg(long, default_value_t = 48)]
+    translation_tokens: usize,
+    /// Decoder rows (sentences x languages) the translator runs at once.
+    #[arg(long, default_value_t = 1024)]
+    translation_rows: usize,
+    /// Translator dtype (the article's NLLB runs in f32; vislingo's default on GPU is f16).
+    #[arg(long, default_value = "f16")]
+    translator_dtype: String,
+    /// Batch sizes at which one decode step is timed (difference of 1 and 1 + `step_tokens` new tokens).
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    step_batches: Vec<usize>,
+    #[arg(long, default_value_t = 32)]
+    step_tokens: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::MakeCheckpoint(args) => make_checkpoint(args),
+        Command::Describe(args) => describe(args),
+    }
+}
+
+fn parse_device(spec: &str) -> Result<Device> {
+    if spec == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = spec.strip_prefix("cuda").map(|r| r.trim_start_matches(':')).context("device: cpu or cuda:N")?;
+    Ok(Device::new_cuda(if ordinal.is_empty() { 0 } else { ordinal.parse()? })?)
+}
+
+fn parse_dtype(spec: &str) -> Result<DType> {
+    Ok(match spec {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        other => bail!("dtype {other}: expected f32, f16 or bf16"),
+    })
+}
+
+/// Hands out random tensors and remembers them by name.
+struct RecordingBackend {
+    device: Device,
+    tensors: Mutex<BTreeMap<String, Tensor>>,
+}
+
+impl SimpleBackend for RecordingBackend {
+    fn get(&self, shape: Shape, name: &str, hint: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let mut tensors = self.tensors.lock().expect("not poisoned");
+        if let Some(t) = tensors.get(name) {
+            return t.to_device(dev)?.to_dtype(dtype);
+        }
+        let value = match hint {
+            Init::Const(c) if c == 1.0 => Tensor::ones(shape, DType::F32, &self.device)?,
+            _ => (Tensor::randn(0f32, 1f32, shape, &self.device)? * 0.02)?,
+        }
+        .to_dtype(dtype)?;
+        tensors.insert(name.to_string(), value.clone());
+        value.to_device(dev)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("random checkpoint: {name} requested without a shape")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        false
+    }
+}
+
+fn make_checkpoint(args: MakeCheckpointArgs) -> Result<()> {
+    let started = Instant::now();
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let backend =
+        std::sync::Arc::new(RecordingBackend { device: device.clone(), tensors: Mutex::new(BTreeMap::new()) });
+    let vb = VarBuilder::from_backend(Box::new(ArcBackend(backend.clone())), dtype, device.clone());
+    match args.family {
+        Family::Mllama => {
+            let config: MllamaConfig = read_json(&args.config)?;
+            drop(Mllama::new(&config, vb)?);
+        }
+        Family::LlavaNextVideo => {
+            let config: LlavaNextVideoConfig = read_json(&args.config)?;
+            drop(LlavaNextVideo::new(&config, vb)?);
+        }
+        Family::Nllb => {
+            let config: M2M100Config = read_json(&args.config)?;
+            drop(M2M100::new(&config, vb)?);
+        }
+    }
+    let tensors = std::mem::take(&mut *backend.tensors.lock().expect("not poisoned"));
+    std::fs::create_dir_all(&args.out)?;
+    for entry in std::fs::read_dir(&args.like)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let weight = name.ends_with(".safetensors") || name.ends_with(".bin") || name.ends_with(".index.json");
+        if entry.file_type()?.is_file() && !weight && !name.starts_with("reference") && name != "config.json" {
+            std::fs::copy(entry.path(), args.out.join(&name))?;
+        }
+    }
+    std::fs::copy(&args.config, args.out.join("config.json"))?;
+    for merge in &args.merges {
+        let (file, overrides) = merge.split_once('=').context("--merge FILE=JSON")?;
+        let path = args.out.join(file);
+        let mut config: serde_json::Value = read_json(&path)?;
+        let overrides: serde_json::Value = serde_json::from_str(overrides).context("--merge: a JSON object")?;
+        for (key, value) in overrides.as_object().context("--merge: a JSON object")? {
+            config[key] = value.clone();
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+    }
+
+    let limit = (args.shard_gb * 1e9) as usize;
+    let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
+    let mut size = 0usize;
+    let mut total = 0usize;
+    let mut parameters = 0usize;
+    for (name, tensor) in tensors {
+        let bytes = tensor.elem_count() * tensor.dtype().size_in_bytes();
+        if size > 0 && size + bytes > limit {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        total += bytes;
+        parameters += tensor.elem_count();
+        shards.last_mut().expect("one shard").push((name, tensor));
+    }
+    let count = shards.len();
+    let mut weight_map = BTreeMap::new();
+    for (i, shard) in shards.into_iter().enumerate() {
+        let file = format!("model-{:05}-of-{count:05}.safetensors", i + 1);
+        let mut host = HashMap::new();
+        for (name, tensor) in shard {
+            weight_map.insert(name.clone(), file.clone());
+            host.insert(name, tensor.to_device(&Device::Cpu)?);
+        }
+        candle_core::safetensors::save(&host, args.out.join(&file))?;
+    }
+    let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    std::fs::write(args.out.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index)?)?;
+    println!(
+        "{}: {:.3} B parameters, {:.2} GB in {count} shards, {:.1} s",
+        args.out.display(),
+        parameters as f64 / 1e9,
+        total as f64 / 1e9,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `SimpleBackend` over a shared [`RecordingBackend`], so the records outlive the `VarBuilder`.
+struct ArcBackend(std::sync::Arc<RecordingBackend>);
+
+impl SimpleBackend for ArcBackend {
+    fn get(&self, shape: Shape, name: &str, hint: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.get(shape, name, hint, dtype, dev)
+    }
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.get_unchecked(name, dtype, dev)
+    }
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_tensor(name)
+    }
+}
+
+fn synchronize(device: &Device) -> Result<()> {
+    device.synchronize()?;
+    Ok(())
+}
+
+fn load_images(folder: &Path, count: usize) -> Result<Vec<RgbImage>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no images", folder.display());
+    }
+    let decoded = files
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path)?;
+            Ok(decode_bytes(&bytes, &path.display().to_string(), &DecodeOptions::default())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((0..count).map(|i| decoded[i % decoded.len()].clone()).collect())
+}
+
+fn describe(args: ImagesArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let started = Instant::now();
+    let repo = ModelRepo::open(ModelSource::Local(args.model.clone()))?;
+    let chat = VisionChat::load(&repo, dtype, &device, args.quant)?;
+    synchronize(&device)?;
+    let load_s = started.elapsed().as_secs_f64();
+    eprintln!("vision model loaded in {load_s:.1} s");
+    let translator = match &args.translator {
+        Some(path) => {
+            let repo = ModelRepo::open(ModelSource::Local(path.clone()))?;
+            Some(Translator::load(&repo, parse_dtype(&args.translator_dtype)?, &device)?)
+        }
+        None => None,
+    };
+    let loaded_vram_gib =
+        vislingo_worker::device_memory::device_memory(&device).map(|(used, _)| used as f64 / 2f64.powi(30));
+    let images = load_images(&args.images, args.count.max(*args.step_batches.iter().max().unwrap_or(&1)))?;
+    let settings = |tokens: usize| DecodeSettings {
+        max_new_tokens: tokens,
+        sampling: None,
+        seed: 0,
+        repetition_penalty: 1.0,
+        min_new_tokens: tokens,
+    };
+    let videos: Vec<Vec<RgbImage>> = match args.frames {
+        Some(frames) => images.iter().map(|image| vec![image.clone(); frames]).collect(),
+        None => Vec::new(),
+    };
+    let media = |i: usize| match args.frames {
+        Some(_) => Media::Video(&videos[i]),
+        None => Media::Image(&images[i]),
+    };
+    let prompts = |range: std::ops::Range<usize>| -> Vec<MediaPrompt> {
+        range.map(|i| MediaPrompt { media: media(i), text: &args.prompt }).collect()
+    };
+
+    // Warm-up: kernels load and compile at first use.
+    chat.answer(&prompts(0..2.min(images.len())), &settings(4))?;
+    synchronize(&device)?;
+
+    // One decode step at each batch size: (time of 1 + n new tokens - time of 1 new token) / n.
+    let mut steps = Vec::new();
+    for &batch in &args.step_batches {
+        let time = |tokens: usize| -> Result<f64> {
+            let started = Instant::now();
+            let (_, t) = chat.answer(&prompts(0..batch), &settings(tokens))?;
+            synchronize(&device)?;
+            let elapsed = started.elapsed().as_secs_f64();
+            eprintln!(
+                "  batch {batch}, {tokens} tokens: {elapsed:.2} s (preprocess {:.2}, vision {:.2}, generate {:.2})",
+                t.preprocess_s, t.vision_s, t.generate_s
+            );
+            Ok(elapsed)
+        };
+        let one = time(1)?;
+        let more = time(1 + args.step_tokens)?;
+        let step_ms = (more - one) / args.step_tokens as f64 * 1e3;
+        eprintln!("batch {batch}: prefill + first token {:.1} ms, decode step {step_ms:.2} ms", one * 1e3);
+        steps.push(json!({"batch": batch, "first_token_ms": one * 1e3, "step_ms": step_ms}));
+    }
+
+    // The run: describe every image in batches, then translate the batch's texts.
+    let texts: Vec<String> = match &args.texts {
+        Some(path) => read_json(path)?,
+        None => Vec::new(),
+    };
+    let langs = args.langs.iter().map(|l| Lang::parse(l)).collect::<Result<Vec<_>, _>>()?;
+    let source = Lang::parse("eng_Latn")?;
+    let options = TranslateOptions {
+        max_new_tokens: Some(args.translation_tokens),
+        min_new_tokens: args.translation_tokens,
+        max_batch_rows: args.translation_rows,
+        ..TranslateOptions::default()
+    };
+    let (mut vision_s, mut generate_s, mut translate_s, mut generated, mut translated_tokens) = (0.0, 0.0, 0.0, 0, 0);
+    let run_started = Instant::now();
+    for start in (0..args.count).step_by(args.batch) {
+        let n = args.batch.min(args.count - start);
+        let (answers, timings) = chat.answer(&prompts(start..start + n), &settings(args.new_tokens))?;
+        eprintln!(
+            "  images {start}..{}: preprocess {:.2} s, vision {:.2} s, generate {:.2} s",
+            start + n,
+            timings.preprocess_s,
+            timings.vision_s,
+            timings.generate_s
+        );
+        vision_s += timings.vision_s + timings.preprocess_s;
+        generate_s += timings.generate_s;
+        generated += answers.iter().map(|a| a.token_ids.len()).sum::<usize>();
+        if let (Some(translator), false) = (&translator, texts.is_empty() || langs.is_empty()) {
+            let started = Instant::now();
+            let jobs: Vec<TranslationJob> = (start..start + n)
+                .map(|i| TranslationJob { text: &texts[i % texts.len()], source, targets: &langs })
+                .collect();
+            let done = translator.translate_many(&jobs, &options)?;
+            synchronize(&device)?;
+            translate_s += started.elapsed().as_secs_f64();
+            eprintln!(
+                "  translated {} texts x {} languages in {:.2} s",
+                n,
+                langs.len(),
+                started.elapsed().as_secs_f64()
+            );
+            translated_tokens += done.iter().flat_map(|t| &t.translations).map(|t| t.token_ids.len()).sum::<usize>();
+        }
+    }
+    synchronize(&device)?;
+    let total_s = run_started.elapsed().as_secs_f64();
+    let report = json!({
+        "engine": "vislingo",
+        "model": args.model.display().to_string(),
+        "dtype": args.dtype,
+        "quant": args.quant.as_str(),
+        "images": args.count,
+        "frames": args.frames,
+        "batch": args.batch,
+        "new_tokens": args.new_tokens,
+        "langs": args.langs,
+        "load_s": load_s,
+        "loaded_vram_gib": loaded_vram_gib,
+        "total_s": total_s,
+        "images_per_s": args.count as f64 / total_s,
+        "generated_tokens": generated,
+        "tokens_per_s": generated as f64 / generate_s.max(1e-9),
+        "vision_s": vision_s,
+        "generate_s": generate_s,
+        "translate_s": translate_s,
+        "translated_tokens": translated_tokens,
+        "translation_share": translate_s / total_s,
+        "steps": steps,
+    });
+    println!("{}", serde_json::to_string(&report)?);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
