@@ -242,5 +242,5 @@ fn every_dashboard_query_and_rule_evaluates_on_a_real_worker_and_broker() {
         prometheus.logs()
     );
     assert!(per_route.len() >= 4, "recording rules with data: {per_route:?}");
-    eprintln!("observability: {checked} dashboard queries, variables and rules evaluated with data");
+    eprintln!("observability: {checked} checked: dashboard queries and variables with data, rules without error");
 }
