@@ -5,6 +5,8 @@
 //! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest, or `AMQP_URL`) and `s3s-fs` (`S3S_FS`, `$CARGO_HOME/bin` or
 //! `PATH`); `.ci/run` provides both.
 
+pub mod prometheus;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 
 use prometheus::{
     exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Outcomes of a job (`vislingo_jobs_total{outcome}`).
@@ -34,6 +34,17 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     pub broker_reconnects: IntCounter,
     pub downloaded_bytes: IntCounter,
+    /// Always 1, labelled with the route consumed, the model and the worker's version: dashboards pick workers by
+    /// route through it (`vislingo_worker_info{route="mllama"}`), and alerts join it for the route.
+    pub info: IntGaugeVec,
+    /// Seconds from a job's publication (`enqueued_at`, the dispatcher's clock) to a worker taking it: the age of
+    /// messages as they leave the queue.
+    pub queue_wait_seconds: Histogram,
+    /// Unix time the batch in hand was taken, 0 while none is: `time() - it` is the age of the oldest job in hand
+    /// (a stuck batch shows, unlike in `vislingo_job_duration_seconds`, observed only once a job settles).
+    pub batch_started: Gauge,
+    /// What `/readyz` answers, as 1 or 0 (set on each scrape): alerts see a worker that is up but not ready.
+    pub ready: IntGauge,
 }
 
 impl Metrics {
@@ -78,6 +89,23 @@ impl Metrics {
             IntCounter::new("vislingo_broker_reconnects_total", "Connections to the broker after a loss").expect("ok");
         let downloaded_bytes =
             IntCounter::new("vislingo_downloaded_bytes_total", "Bytes of assets downloaded").expect("ok");
+        let info = IntGaugeVec::new(
+            Opts::new("vislingo_worker_info", "Always 1: the route this worker consumes, its model and version"),
+            &["route", "model", "version"],
+        )
+        .expect("valid metric");
+        let queue_wait_seconds = Histogram::with_opts(
+            HistogramOpts::new("vislingo_job_queue_wait_seconds", "Publication of a job to a worker taking it")
+                .buckets(exponential_buckets(0.1, 2.0, 20).expect("valid buckets")), // 100 ms .. 29 h
+        )
+        .expect("valid metric");
+        let batch_started = Gauge::new(
+            "vislingo_batch_started_timestamp_seconds",
+            "Unix time the batch in hand was taken, 0 while none is",
+        )
+        .expect("valid metric");
+        let ready = IntGauge::new("vislingo_worker_ready", "1 when the models are loaded and the broker connected")
+            .expect("ok");
         let metrics = Metrics {
             registry,
             jobs,
@@ -92,6 +120,10 @@ impl Metrics {
             dead_letters,
             broker_reconnects,
             downloaded_bytes,
+            info,
+            queue_wait_seconds,
+            batch_started,
+            ready,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.jobs.clone()),
@@ -106,6 +138,10 @@ impl Metrics {
             Box::new(metrics.dead_letters.clone()),
             Box::new(metrics.broker_reconnects.clone()),
             Box::new(metrics.downloaded_bytes.clone()),
+            Box::new(metrics.info.clone()),
+            Box::new(metrics.queue_wait_seconds.clone()),
+            Box::new(metrics.batch_started.clone()),
+            Box::new(metrics.ready.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
@@ -123,7 +159,29 @@ impl Metrics {
         for stage in STAGES {
             metrics.stage_seconds.with_label_values(&[stage]);
         }
+        for operation in ["get", "put"] {
+            metrics.storage_retries.with_label_values(&[operation]);
+        }
         metrics
+    }
+
+    /// Records what this worker serves (`vislingo_worker_info`); called once at start.
+    pub fn set_info(&self, route: &str, model: &str) {
+        self.info.with_label_values(&[route, model, env!("CARGO_PKG_VERSION")]).set(1);
+    }
+
+    /// A batch of jobs published at `enqueued_at` (Unix seconds each) is taken at Unix time `now`.
+    pub fn batch_taken(&self, now: f64, enqueued_at: impl IntoIterator<Item = f64>) {
+        self.batch_started.set(now);
+        for published in enqueued_at {
+            // A job from a dispatcher whose clock runs ahead would wait a negative time.
+            self.queue_wait_seconds.observe((now - published).max(0.0));
+        }
+    }
+
+    /// The batch in hand is settled.
+    pub fn batch_settled(&self) {
+        self.batch_started.set(0.0);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -154,5 +212,24 @@ mod tests {
         assert!(text.contains("vislingo_jobs_total{outcome=\"requeued\"} 0"));
         assert!(text.contains("vislingo_stage_duration_seconds_count{stage=\"download\"} 1"));
         assert!(text.contains("# TYPE vislingo_job_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn a_taken_batch_records_queue_waits_and_its_start_until_settled() {
+        let metrics = Metrics::new();
+        metrics.set_info("mllama", "unsloth/Llama-3.2-11B-Vision-Instruct");
+        metrics.batch_taken(1000.0, [990.0, 999.5, 1001.0]);
+        let text = metrics.render();
+        let info = format!(
+            "vislingo_worker_info{{model=\"unsloth/Llama-3.2-11B-Vision-Instruct\",route=\"mllama\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&info), "{text}");
+        assert!(text.contains("vislingo_batch_started_timestamp_seconds 1000"), "{text}");
+        assert!(text.contains("vislingo_job_queue_wait_seconds_count 3"), "{text}");
+        // 10 + 0.5 + 0 (a clock ahead of ours counts as no wait).
+        assert!(text.contains("vislingo_job_queue_wait_seconds_sum 10.5"), "{text}");
+        metrics.batch_settled();
+        assert!(metrics.render().contains("vislingo_batch_started_timestamp_seconds 0"));
     }
 }

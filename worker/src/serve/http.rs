@@ -1,5 +1,7 @@
 //! The worker's tiny HTTP server: `GET /metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (200 once the models are loaded and the broker is connected, 503 before and while reconnecting).
+//! `/readyz` (200 once the models are loaded and the broker is connected, 503 before, while reconnecting and
+//! once shutting down; `vislingo_worker_ready` says the same on /metrics). It keeps answering while a SIGTERM
+//! drains the batch in hand, so that the drain shows on /metrics and health checks do not kill it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,22 +17,28 @@ use crate::metrics::Metrics;
 pub struct Readiness {
     pub models_loaded: AtomicBool,
     pub broker_connected: AtomicBool,
+    /// Shutdown was asked: the batch in hand is finishing, no new job is taken.
+    pub draining: AtomicBool,
 }
 
 impl Readiness {
     pub fn ready(&self) -> bool {
-        self.models_loaded.load(Ordering::SeqCst) && self.broker_connected.load(Ordering::SeqCst)
+        self.models_loaded.load(Ordering::SeqCst)
+            && self.broker_connected.load(Ordering::SeqCst)
+            && !self.draining.load(Ordering::SeqCst)
     }
 }
 
-/// Serves until shutdown. Each connection gets one response and is closed.
+/// Serves until the process ends (a drain after SIGTERM included). Each connection gets one response and is
+/// closed.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<Readiness>, shutdown: Shutdown) {
+    let draining = readiness.clone();
+    tokio::spawn(async move {
+        shutdown.triggered().await;
+        draining.draining.store(true, Ordering::SeqCst);
+    });
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.triggered() => return,
-        };
-        let Ok((mut stream, _)) = accepted else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
         let (metrics, readiness) = (metrics.clone(), readiness.clone());
         tokio::spawn(async move {
             let mut buffer = vec![0u8; 4096];
@@ -66,7 +74,10 @@ fn respond(method: &str, path: &str, metrics: &Metrics, readiness: &Readiness) -
         return ("405 Method Not Allowed", TEXT, "GET only\n".into());
     }
     match path.split('?').next().unwrap_or("") {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
+        "/metrics" => {
+            metrics.ready.set(readiness.ready() as i64);
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+        }
         "/healthz" => ("200 OK", TEXT, "ok\n".into()),
         "/readyz" if readiness.ready() => ("200 OK", TEXT, "ready\n".into()),
         "/readyz" => {
@@ -75,8 +86,9 @@ fn respond(method: &str, path: &str, metrics: &Metrics, readiness: &Readiness) -
                 "503 Service Unavailable",
                 TEXT,
                 format!(
-                    "not ready: models loaded {models}, broker connected {}\n",
-                    readiness.broker_connected.load(Ordering::SeqCst)
+                    "not ready: models loaded {models}, broker connected {}, shutting down {}\n",
+                    readiness.broker_connected.load(Ordering::SeqCst),
+                    readiness.draining.load(Ordering::SeqCst)
                 ),
             )
         }
@@ -89,16 +101,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn readyz_waits_for_models_and_broker_and_unknown_paths_are_404() {
+    fn readyz_waits_for_models_and_broker_a_drain_stays_alive_unready_and_unknown_paths_are_404() {
         let metrics = Metrics::new();
         let readiness = Readiness::default();
         assert_eq!(respond("GET", "/readyz", &metrics, &readiness).0, "503 Service Unavailable");
+        assert!(respond("GET", "/metrics", &metrics, &readiness).2.contains("vislingo_worker_ready 0"));
         readiness.models_loaded.store(true, Ordering::SeqCst);
         readiness.broker_connected.store(true, Ordering::SeqCst);
         assert_eq!(respond("GET", "/readyz", &metrics, &readiness).0, "200 OK");
         assert_eq!(respond("GET", "/healthz", &metrics, &readiness).0, "200 OK");
-        assert!(respond("GET", "/metrics", &metrics, &readiness).2.contains("vislingo_jobs_total"));
+        let text = respond("GET", "/metrics", &metrics, &readiness).2;
+        assert!(text.contains("vislingo_jobs_total") && text.contains("vislingo_worker_ready 1"), "{text}");
         assert_eq!(respond("GET", "/nope", &metrics, &readiness).0, "404 Not Found");
+        // SIGTERM: no longer ready, still alive (the batch in hand finishes).
+        readiness.draining.store(true, Ordering::SeqCst);
+        assert_eq!(respond("GET", "/readyz", &metrics, &readiness).0, "503 Service Unavailable");
+        assert_eq!(respond("GET", "/healthz", &metrics, &readiness).0, "200 OK");
+        assert!(respond("GET", "/metrics", &metrics, &readiness).2.contains("vislingo_worker_ready 0"));
         assert_eq!(respond("POST", "/metrics", &metrics, &readiness).0, "405 Method Not Allowed");
     }
 }

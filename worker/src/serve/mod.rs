@@ -98,6 +98,7 @@ struct Worker {
 async fn serve_async(args: ServeArgs) -> Result<()> {
     let topology = RouteTopology::new(&args.route).map_err(anyhow::Error::msg).context("--route")?;
     let metrics = Arc::new(Metrics::new());
+    metrics.set_info(&topology.route, &args.vision.model);
     let readiness = Arc::new(Readiness::default());
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();
@@ -216,6 +217,9 @@ impl Worker {
         self.metrics.in_flight.add(deliveries.len() as i64);
         self.metrics.batch_size.observe(deliveries.len() as f64);
         let mut batch: Vec<InHand> = deliveries.into_iter().map(|delivery| self.take(delivery)).collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.metrics
+            .batch_taken(now.as_secs_f64(), batch.iter().filter_map(|item| Some(item.job.as_ref()?.enqueued_at)));
 
         // Download every asset still to do, concurrently.
         let downloads = batch.iter().map(|item| async move {
@@ -328,6 +332,7 @@ impl Worker {
                 lost.get_or_insert(error);
             }
         }
+        self.metrics.batch_settled();
         match lost {
             Some(error) => Err(error.into()),
             None => Ok(()),
