@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod frames;
+pub mod html;
 pub mod media;
 pub mod metrics;
 pub mod models;
