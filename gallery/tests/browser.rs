@@ -291,9 +291,11 @@ fn the_gallery_renders_every_script_filters_by_tag_and_fits_desktop_and_phone() 
     page.wait_for("document.documentElement.dataset.page === '1'", WAIT).unwrap();
     page.eval("window.scrollTo(0, 0)").unwrap();
 
-    // The phone: one column, nothing wider than the screen.
+    // The phone, opening the gallery afresh: one column, nothing wider than the screen.
     page.resize(390, 844, true).unwrap();
-    page.wait_for("innerWidth === 390", WAIT).unwrap();
+    page.open_file(&dir.path().join("index.html")).unwrap();
+    page.wait_for(&format!("innerWidth === 390 && {READY}"), WAIT).unwrap();
+    assert_eq!(page.eval("document.querySelector('#stats details').open").unwrap(), false, "details folded on a phone");
     let overflow = number(&page, "document.documentElement.scrollWidth");
     assert!(overflow <= 390, "the page is {overflow} px wide on a 390 px phone");
     let stacked = page
