@@ -1,9 +1,10 @@
 //! `dispatcher collect BATCH --out FILE`: every result record of a batch in one JSON file shaped like the
 //! article's output (`{"descriptions": [...], "stats": {...}}`, the records in asset order, failures listed in
-//! the stats), and the same records as JSON Lines next to it (`FILE` with `.jsonl`).
+//! the stats), and the same records as JSON Lines next to it (`FILE` with `.jsonl`); `--html DIR` writes them as
+//! a static HTML gallery ([`crate::html`]).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -12,6 +13,7 @@ use serde::Serialize;
 use vislingo_fleet::{S3Args, Storage};
 use vislingo_proto::AssetResult;
 
+use crate::html::{write_html, HtmlOptions, Thumbnails};
 use crate::manifest::{read_results, BatchManifest};
 
 #[derive(Debug, Clone, Args)]
@@ -22,8 +24,18 @@ pub struct CollectArgs {
     #[arg(long, env = "VISLINGO_BUCKET")]
     pub bucket: String,
     /// The combined JSON file; the JSON Lines file is written next to it with the extension `.jsonl`.
-    #[arg(long, env = "VISLINGO_OUT")]
-    pub out: PathBuf,
+    #[arg(long, env = "VISLINGO_OUT", required_unless_present = "html")]
+    pub out: Option<PathBuf>,
+    /// Also write a static HTML gallery of the batch into this folder (open its index.html in a browser).
+    #[arg(long, env = "VISLINGO_HTML")]
+    pub html: Option<PathBuf>,
+    /// The gallery's pictures: `fetch` downloads each image asset for its thumbnail, `none` downloads nothing.
+    /// (Videos get a placeholder: the dispatcher does not decode video.)
+    #[arg(long, env = "VISLINGO_THUMBNAILS", value_enum, default_value_t = Thumbnails::Fetch)]
+    pub thumbnails: Thumbnails,
+    /// Image assets larger than this many bytes get no thumbnail.
+    #[arg(long, env = "VISLINGO_THUMBNAIL_MAX_ASSET_BYTES", default_value_t = 100 << 20)]
+    pub thumbnail_max_asset_bytes: u64,
     /// Storage requests in flight at once.
     #[arg(long, env = "VISLINGO_STORAGE_CONCURRENCY", default_value_t = 32)]
     pub storage_concurrency: usize,
@@ -107,25 +119,49 @@ pub fn stats(batch: &str, manifest: Option<&BatchManifest>, records: &[&AssetRes
 pub async fn collect(args: CollectArgs) -> Result<ExitCode> {
     let storage = Storage::connect(&args.s3).await;
     let manifest = BatchManifest::read(&storage, &args.bucket, &args.batch).await?;
-    let records = read_results(&storage, &args.bucket, &args.batch, args.storage_concurrency).await?;
-    let records: Vec<&AssetResult> = records.values().collect();
+    let owned: Vec<AssetResult> =
+        read_results(&storage, &args.bucket, &args.batch, args.storage_concurrency).await?.into_values().collect();
+    let records: Vec<&AssetResult> = owned.iter().collect();
     let stats = stats(&args.batch, manifest.as_ref(), &records);
     let summary = format!(
         "batch {}: {} records ({} succeeded, {} failed), {} missing",
         args.batch, stats.records, stats.succeeded, stats.failed, stats.missing
     );
-    let collected = Collected { descriptions: records.clone(), stats };
+    if let Some(out) = &args.out {
+        write_collected(out, &records, stats)?;
+    }
+    if let Some(dir) = &args.html {
+        let options = HtmlOptions {
+            thumbnails: args.thumbnails,
+            max_asset_bytes: args.thumbnail_max_asset_bytes,
+            concurrency: args.storage_concurrency,
+        };
+        let report = write_html(&storage, &args.bucket, &args.batch, manifest.as_ref(), &owned, dir, &options).await?;
+        eprintln!(
+            "gallery of {} records ({} with a picture): {}",
+            report.records,
+            report.pictures,
+            report.index.display()
+        );
+    }
+    eprintln!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `out` (the article-shaped JSON) and the JSON Lines file next to it.
+fn write_collected(out: &Path, records: &[&AssetResult], stats: BatchStats) -> Result<()> {
+    let collected = Collected { descriptions: records.to_vec(), stats };
     let json = serde_json::to_vec_pretty(&collected)?;
-    std::fs::write(&args.out, json).with_context(|| format!("cannot write {}", args.out.display()))?;
-    let lines_path = args.out.with_extension("jsonl");
+    std::fs::write(out, json).with_context(|| format!("cannot write {}", out.display()))?;
+    let lines_path = out.with_extension("jsonl");
     let mut lines = std::io::BufWriter::new(
         std::fs::File::create(&lines_path).with_context(|| format!("cannot write {}", lines_path.display()))?,
     );
-    for record in &records {
+    for record in records {
         serde_json::to_writer(&mut lines, record)?;
         lines.write_all(b"\n")?;
     }
     lines.flush()?;
-    eprintln!("{summary}; wrote {} and {}", args.out.display(), lines_path.display());
-    Ok(ExitCode::SUCCESS)
+    eprintln!("wrote {} and {}", out.display(), lines_path.display());
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod collect;
 pub mod enqueue;
+pub mod html;
 pub mod manifest;
 pub mod status;
 

@@ -559,6 +559,9 @@ const ALIASES: &[(&str, &str)] = &[
     ("yiddish", "ydd_Hebr"),
 ];
 
+/// Two-letter aliases that are not current ISO 639-1 codes (kept for parsing, never written).
+const WITHDRAWN_ISO639_1: &[&str] = &["iw", "in", "ji"];
+
 /// Aliases that name several FLORES codes, none of them an obvious default.
 /// (The 639-3 codes shared by two FLORES codes, `ace`, `bjn`, `kas`, `knc` and `taq`,
 /// are ambiguous without being listed here; `zho` is an alias of `zho_Hans`.)
@@ -646,6 +649,17 @@ impl Lang {
 
     pub fn is_rtl(&self) -> bool {
         self.direction() == TextDirection::RightToLeft
+    }
+
+    /// A BCP-47 tag for HTML's `lang` attribute (which picks fonts and shaping): the ISO 639-1 code where the
+    /// language has one, else the ISO 639-3 code, then the script: `fr-Latn`, `hi-Deva`, `zh-Hant`, `ar-Arab`,
+    /// `yue-Hant`, `ary-Arab`.
+    pub fn bcp47(&self) -> String {
+        let iso639_1 = ALIASES.iter().find(|(alias, code)| {
+            alias.len() == 2 && !WITHDRAWN_ISO639_1.contains(alias) && &code[..3] == self.iso639_3()
+        });
+        let language = iso639_1.map_or(self.iso639_3(), |(alias, _)| *alias);
+        format!("{language}-{}", self.script())
     }
 
     /// Position in transformers' `FAIRSEQ_LANGUAGE_CODES`, the order of NLLB's language tokens.
@@ -988,6 +1002,24 @@ mod tests {
         assert_eq!(lang("fra_Latn").fairseq_index(), 56);
         assert_eq!(lang("ace_Arab").fairseq_index(), 0);
         assert_eq!(lang("zul_Latn").fairseq_index(), 201);
+    }
+
+    #[test]
+    fn html_lang_tags_use_the_two_letter_code_where_there_is_one_and_the_script() {
+        assert_eq!(lang("fra_Latn").bcp47(), "fr-Latn");
+        assert_eq!(lang("hin_Deva").bcp47(), "hi-Deva");
+        assert_eq!(lang("zho_Hans").bcp47(), "zh-Hans");
+        assert_eq!(lang("zho_Hant").bcp47(), "zh-Hant");
+        assert_eq!(lang("arb_Arab").bcp47(), "ar-Arab");
+        assert_eq!(lang("heb_Hebr").bcp47(), "he-Hebr");
+        assert_eq!(lang("ind_Latn").bcp47(), "id-Latn");
+        assert_eq!(lang("nob_Latn").bcp47(), "nb-Latn");
+        assert_eq!(lang("yue_Hant").bcp47(), "yue-Hant");
+        assert_eq!(lang("ary_Arab").bcp47(), "ary-Arab");
+        for lang in Lang::all() {
+            let tag = lang.bcp47();
+            assert!(tag.ends_with(&format!("-{}", lang.script())) && tag.len() <= 8, "{tag}");
+        }
     }
 
     #[test]

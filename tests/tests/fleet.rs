@@ -117,13 +117,22 @@ fn a_mixed_batch_through_two_workers_gets_one_record_per_asset_and_a_rerun_enque
     assert_eq!((status["done"].as_u64(), status["failed"].as_u64()), (Some(180), Some(24)), "{status}");
     assert_eq!(status["pending"], 6, "only the videos are pending: {status}");
     let out = fleet.work.path().join("collected.json");
-    fleet.dispatcher(&["collect", &fleet.batch, "--bucket", &fleet.bucket, "--out", out.to_str().unwrap()]);
+    let html = fleet.work.path().join("gallery");
+    let args = ["collect", &fleet.batch, "--bucket", &fleet.bucket, "--out", out.to_str().unwrap()];
+    fleet.dispatcher(&[&args[..], &["--html", html.to_str().unwrap()][..]].concat());
     let collected: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(collected["descriptions"].as_array().unwrap().len(), 204);
     assert_eq!(collected["stats"]["succeeded"], 180);
     assert_eq!(collected["stats"]["failed"], 24);
     let lines = std::fs::read_to_string(out.with_extension("jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 204);
+    // The gallery: every record, a thumbnail per image fetched from the bucket, the corrupt ones named as such.
+    let meta = std::fs::read_to_string(html.join("data/meta.js")).unwrap();
+    assert!(meta.contains("\"count\":204") && meta.contains("\"failed\":24"), "{}", &meta[..meta.len().min(600)]);
+    let thumbs = std::fs::read_dir(html.join("thumbs")).unwrap().count();
+    assert_eq!(thumbs, 180, "one thumbnail per image");
+    let chunk = std::fs::read_to_string(html.join("data/chunk-0000.js")).unwrap();
+    assert!(chunk.contains("not a picture the gallery can decode"), "corrupt assets get a placeholder saying why");
 
     // A re-run sends only what has no record: the videos, which no worker serves yet.
     let rerun = fleet.enqueue(TASKS, LANGS, &[]);

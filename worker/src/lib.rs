@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod device_memory;
 pub mod frames;
+pub mod html;
 pub mod media;
 pub mod metrics;
 pub mod models;

@@ -8,6 +8,8 @@
 //!   `.tmp-<pid>` file left by a killed run is removed by the next run once that process is gone.
 //! - `<out>/summary.json`: a [`Summary`] of the run, written at the end, also after Ctrl-C.
 //! - `<out>/results_article.json` with `--layout article`: the single file of the article's scripts (below).
+//! - With `--html DIR`: a static HTML gallery of every record under `<out>` of the folder's assets
+//!   ([`crate::html`]), written at the end, also after failures or Ctrl-C.
 //!
 //! Videos are sampled (`--frames`, default 8) and described when the model takes videos (LLaVA-NeXT-Video).
 //! With a model that takes none (Llama 3.2 Vision, the default) every video gets an error record (stage
@@ -111,6 +113,10 @@ pub struct RunArgs {
     /// `records`: one file per asset and summary.json; `article`: also results_article.json.
     #[arg(long, env = "VISLINGO_LAYOUT", value_enum, default_value_t = Layout::Records)]
     pub layout: Layout,
+    /// Also write a static HTML gallery of the folder's records into this folder (open its index.html): image
+    /// thumbnails, video frames, texts, tags, translations, statistics, search.
+    #[arg(long, env = "VISLINGO_HTML")]
+    pub html: Option<PathBuf>,
     /// No progress bar (it is drawn only when standard error is a terminal).
     #[arg(long, env = "VISLINGO_NO_PROGRESS")]
     pub no_progress: bool,
@@ -394,6 +400,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         write_json_atomic(&args.out.join(ARTICLE_FILE), &article, b"    ")
             .with_context(|| format!("cannot write {}", args.out.join(ARTICLE_FILE).display()))?;
     }
+    if let Some(dir) = &args.html {
+        let report = crate::html::write_folder_gallery(&args.folder, &args.out, &plan.assets, dir)
+            .with_context(|| format!("--html {}", dir.display()))?;
+        tracing::info!(records = report.records, pictures = report.pictures, index = %report.index.display(), "gallery written");
+    }
     tracing::info!(
         processed = counts.processed,
         failed = counts.failed,
@@ -470,6 +481,19 @@ impl Plan {
         }
         if !args.folder.is_dir() {
             bail!("{}: not a folder", args.folder.display());
+        }
+        if let Some(html) = &args.html {
+            // list_folder skips hidden files and folders: a gallery under one is never listed.
+            let (html_path, folder) = (std::path::absolute(html)?, std::path::absolute(&args.folder)?);
+            let listed = html_path
+                .strip_prefix(&folder)
+                .is_ok_and(|inner| !inner.components().any(|part| part.as_os_str().to_string_lossy().starts_with('.')));
+            if listed {
+                bail!(
+                    "--html {} is inside the folder being described: its thumbnails would be described as images by                      the next run; write it elsewhere or into a hidden folder (.gallery)",
+                    html.display()
+                );
+            }
         }
         let assets = list_folder(&args.folder).with_context(|| format!("cannot list {}", args.folder.display()))?;
 

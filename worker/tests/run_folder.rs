@@ -344,8 +344,11 @@ fn setup_errors_exit_2_with_one_error_line_and_write_nothing() {
     let out = parent.path().join("results");
     let missing = parent.path().join("no-such-folder");
     let bad_model = ["--model", "/no/such/model"];
-    let cases: [(&Path, &[&str], &str); 4] = [
+    let gallery_inside = input.path().join("gallery");
+    let html_inside = ["--html", gallery_inside.to_str().unwrap()];
+    let cases: [(&Path, &[&str], &str); 5] = [
         (&missing, &[], "no-such-folder"),
+        (input.path(), &html_inside, "is inside the folder being described"),
         (input.path(), &bad_model, "/no/such/model"),
         (input.path(), &["--tasks", "describe,sentimet"], "did you mean `sentiment`?"),
         (input.path(), &["--langs", "fra_Latn,xx"], "unknown language `xx`"),

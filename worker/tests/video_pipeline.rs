@@ -323,3 +323,77 @@ fn run_with_the_image_model_gives_videos_an_error_record_without_loading_the_mod
     assert_eq!((summary["assets"]["skipped_done"].as_u64(), summary["assets"]["failed"].as_u64()), (Some(1), Some(1)));
     assert_eq!(summary["model_load_time_sec"].as_f64(), Some(0.0), "a video error record needs no model");
 }
+
+/// The texts of a record's outputs.
+fn texts(record: &Value) -> Vec<Value> {
+    record["outputs"].as_array().map_or_else(Vec::new, |outputs| outputs.iter().map(|o| o["text"].clone()).collect())
+}
+
+/// The JSON a gallery data file hands to the page (`window.X=<json>;` or `window.f(n,<json>);`).
+fn gallery_data(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find(['{', '[']).unwrap();
+    let end = text.trim_end().trim_end_matches(';').trim_end_matches(')').len();
+    serde_json::from_str(&text[start..end]).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn run_with_html_writes_a_gallery_with_image_thumbnails_and_the_frames_each_video_record_names() {
+    let input = mixed_folder();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let html = work.path().join("gallery");
+    assert_status(&run(&llava(), input.path(), &out, &["--html", html.to_str().unwrap()]), 1);
+    let records = records(&out);
+
+    let meta = gallery_data(&html.join("data/meta.js"));
+    assert_eq!(meta["count"], 5);
+    assert_eq!((meta["stats"]["failed"].as_u64(), meta["stats"]["missing"].as_u64()), (Some(2), Some(0)));
+    let items = gallery_data(&html.join("data/chunk-0000.js"));
+    let items: BTreeMap<String, &Value> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| (item["record"]["asset"].as_str().unwrap().to_string(), item))
+        .collect();
+    assert_eq!(items.len(), 5);
+    for (key, item) in &items {
+        let (shown, written) = (&item["record"], &records[key]);
+        for field in ["kind", "model", "request", "error"] {
+            assert_eq!(shown.get(field), written.get(field), "{key}: {field}");
+        }
+        assert_eq!(texts(shown), texts(written), "{key}");
+    }
+
+    // The image: a thumbnail of its decoded pixels, within 320 px.
+    let photo = &items["photo.png"]["preview"];
+    assert_eq!(photo["kind"], "image");
+    let thumbnail = image::open(html.join(photo["src"].as_str().unwrap())).unwrap();
+    let media = &records["photo.png"]["media"];
+    let (width, height) = (media["width"].as_f64().unwrap(), media["height"].as_f64().unwrap());
+    assert!(thumbnail.width() <= 320 && thumbnail.height() <= 320);
+    assert!((f64::from(thumbnail.width()) / f64::from(thumbnail.height()) - width / height).abs() < 0.05);
+
+    // Each good video: a mosaic of exactly the frames its record names.
+    for key in ["clip.mp4", "sub/clip.webm"] {
+        let preview = &items[key]["preview"];
+        assert_eq!(preview["kind"], "frames", "{key}");
+        let numbers = &records[key]["media"]["video"]["frame_indices"];
+        assert_eq!(&preview["frames"], numbers, "{key}");
+        let wanted: Vec<usize> = numbers.as_array().unwrap().iter().map(|n| n.as_u64().unwrap() as usize).collect();
+        let mut reader = vislingo_worker::media::video::VideoReader::open(&input.path().join(key), key).unwrap();
+        let (frames, _) = reader.frames_at(&wanted, &SampleOptions::default()).unwrap();
+        let pixels: Vec<vislingo_gallery::RgbPixels<'_>> = frames
+            .iter()
+            .map(|f| vislingo_gallery::RgbPixels { width: f.width as u32, height: f.height as u32, data: &f.data })
+            .collect();
+        let expected = vislingo_gallery::frame_mosaic(&pixels).unwrap();
+        assert_eq!(std::fs::read(html.join(preview["src"].as_str().unwrap())).unwrap(), expected.jpeg, "{key}");
+    }
+
+    // A file FFmpeg cannot open: no picture, and the reason.
+    let broken = &items["not_a_video.mp4"]["preview"];
+    assert_eq!(broken["kind"], "none");
+    assert!(broken["reason"].as_str().unwrap().contains("not_a_video.mp4"), "{broken}");
+    assert!(html.join("index.html").is_file() && html.join("gallery.js").is_file());
+}
