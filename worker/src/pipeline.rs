@@ -17,6 +17,7 @@ use crate::media::video::{sample_bytes, SampleOptions, SampledVideo};
 use crate::media::{decode_bytes, DecodeOptions, RgbImage};
 use crate::models::nllb::{Segmentation, TranslateOptions, TranslationJob, Translator};
 use crate::models::vision_chat::{Answer, DecodeSettings, Media, MediaPrompt, ModelFamily, VisionChat};
+use crate::models::vlm::FeatureCache;
 use crate::tasks::{parse_tags, Task, TaskKind};
 
 /// An asset's bytes, however they were fetched.
@@ -135,7 +136,9 @@ impl Pipeline<'_> {
             processed[index].result.timings.decode_s = started.elapsed().as_secs_f64();
         }
 
-        // Each task runs over all decoded assets in one batch.
+        // Each task runs over all decoded assets in one batch; the vision features of each asset are computed by
+        // the first task and reused by the others.
+        let features = FeatureCache::new();
         for (task_index, task) in self.settings.tasks.iter().enumerate() {
             let live: Vec<&(usize, Decoded)> =
                 decoded.iter().filter(|(i, _)| processed[*i].result.error.is_none()).collect();
@@ -150,7 +153,7 @@ impl Pipeline<'_> {
                 max_new_tokens: self.settings.max_new_tokens.unwrap_or(task.max_new_tokens),
                 ..self.settings.generation.clone()
             };
-            match self.chat.answer(&prompts, &settings) {
+            match self.chat.answer_cached(&prompts, &settings, &features) {
                 Ok((answers, timings)) => {
                     let share = 1.0 / live.len() as f64;
                     for ((index, _), answer) in live.iter().zip(answers) {

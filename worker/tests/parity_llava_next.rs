@@ -324,3 +324,33 @@ fn the_model_loads_from_an_offline_hub_cache_by_repo_id() {
         chat.answer(&[MediaPrompt { media: Media::Image(&frames[0]), text: &text }], &f.greedy()).unwrap();
     assert_eq!(answers[0].token_ids, ids(&f.case("image_tall")["generated"][0]));
 }
+
+/// One feature cache over two calls (as the pipeline runs its tasks): a video and an image asked about twice are
+/// each encoded once, and every answer equals the reference's for that prompt alone.
+#[test]
+fn prompts_sharing_a_video_or_image_encode_it_once_and_answer_as_the_reference() {
+    use vislingo_worker::models::vlm::FeatureCache;
+
+    let f = fixture();
+    let chat = load_chat(DType::F32, Quant::None);
+    let rows: Vec<String> =
+        f.case("batch")["rows"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().into()).collect();
+    let media: Vec<(bool, Vec<RgbImage>, String)> = rows.iter().map(|r| f.media(r)).collect();
+    let prompts: Vec<MediaPrompt> = media
+        .iter()
+        .map(|(video, frames, text)| MediaPrompt {
+            media: if *video { Media::Video(frames) } else { Media::Image(&frames[0]) },
+            text,
+        })
+        .collect();
+    let cache = FeatureCache::new();
+    let (first, _) = chat.answer_cached(&prompts, &f.greedy(), &cache).unwrap();
+    assert_eq!(cache.len(), prompts.len());
+    let (second, _) = chat.answer_cached(&prompts, &f.greedy(), &cache).unwrap();
+    assert_eq!(cache.len(), prompts.len(), "nothing encoded twice");
+    for (row, (a, b)) in first.iter().zip(&second).enumerate() {
+        assert_eq!(a.token_ids, ids(&f.case(&rows[row])["generated"][0]), "row {row}");
+        assert_eq!(b.token_ids, a.token_ids, "row {row}, features from the cache");
+        assert_eq!(b.media_tokens, a.media_tokens);
+    }
+}

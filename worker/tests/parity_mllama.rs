@@ -303,3 +303,38 @@ fn quantized_text_decoder_logits_stay_close_to_the_reference() {
         assert!(diff < tolerance * range.max(1.0), "{quant}: logits differ by {diff}");
     }
 }
+
+/// The pipeline asks several tasks about each image with one feature cache: an image is encoded once, and the
+/// answers equal those of asking each prompt alone (so the reference's greedy answer still comes out).
+#[test]
+fn prompts_sharing_an_image_encode_it_once_and_answer_as_if_asked_alone() {
+    use vislingo_worker::media::{decode_file, DecodeOptions};
+    use vislingo_worker::models::mllama::chat::{ImagePrompt, MllamaChat};
+    use vislingo_worker::models::vlm::FeatureCache;
+
+    let f = fixture();
+    let repo = ModelRepo::open(ModelSource::Local(fixture_dir())).unwrap();
+    let mut chat = MllamaChat::load(&repo, DType::F32, &common::test_device(), Quant::None).unwrap();
+    chat.date_string = Some(f.reference["date_string"].as_str().unwrap().to_string());
+    let landscape = decode_file(fixture_dir().join("images/landscape.png"), &DecodeOptions::pillow_parity()).unwrap();
+    let portrait = decode_file(fixture_dir().join("images/portrait.jpg"), &DecodeOptions::pillow_parity()).unwrap();
+    let mut settings = chat.default_settings(8);
+    settings.sampling = None;
+    let (describe, tags) = ("Describe the image.", "List tags for the image.");
+    let prompts = [
+        ImagePrompt { image: &landscape, text: describe },
+        ImagePrompt { image: &portrait, text: describe },
+        ImagePrompt { image: &landscape, text: tags },
+    ];
+    let cache = FeatureCache::new();
+    let (first, _) = chat.answer_cached(&prompts[..2], &settings, &cache).unwrap();
+    assert_eq!(cache.len(), 2, "two images encoded");
+    let (second, _) = chat.answer_cached(&prompts[2..], &settings, &cache).unwrap();
+    assert_eq!(cache.len(), 2, "the landscape's features were reused");
+    for (prompt, cached) in prompts.iter().zip(first.iter().chain(&second)) {
+        let (alone, _) = chat.answer(std::slice::from_ref(prompt), &settings).unwrap();
+        assert_eq!(cached.prompt_token_ids, alone[0].prompt_token_ids);
+        assert_eq!(cached.token_ids, alone[0].token_ids, "{}", prompt.text);
+        assert_eq!(cached.num_tiles, alone[0].num_tiles);
+    }
+}

@@ -10,7 +10,7 @@ use crate::models::llava_next::{self, LlavaNextChat};
 pub use crate::models::llava_next::{Media, MediaPrompt};
 use crate::models::mllama::chat::{ImagePrompt, MllamaChat};
 use crate::models::quant::Quant;
-pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings};
+pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings, FeatureCache};
 
 /// The model families the worker runs, by their `model_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,17 @@ impl VisionChat {
         prompts: &[MediaPrompt],
         settings: &DecodeSettings,
     ) -> Result<(Vec<Answer>, BatchTimings), ChatError> {
+        self.answer_cached(prompts, settings, &FeatureCache::new())
+    }
+
+    /// [`VisionChat::answer`] reusing the vision features of media in `cache` (the pipeline keeps one per batch,
+    /// so the tasks asked of an asset encode it once).
+    pub fn answer_cached<'m>(
+        &self,
+        prompts: &[MediaPrompt<'m>],
+        settings: &DecodeSettings,
+        cache: &FeatureCache<'m>,
+    ) -> Result<(Vec<Answer>, BatchTimings), ChatError> {
         match self {
             VisionChat::Mllama(chat) => {
                 let images = prompts
@@ -136,7 +147,7 @@ impl VisionChat {
                         }
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let (answers, timings) = chat.answer(&images, settings)?;
+                let (answers, timings) = chat.answer_cached(&images, settings, cache)?;
                 let answers = answers
                     .into_iter()
                     .map(|a| Answer {
@@ -151,7 +162,7 @@ impl VisionChat {
                 Ok((answers, timings))
             }
             VisionChat::LlavaNext(chat) => {
-                let (answers, timings) = chat.answer(prompts, settings)?;
+                let (answers, timings) = chat.answer_cached(prompts, settings, cache)?;
                 let answers = answers
                     .into_iter()
                     .zip(prompts)

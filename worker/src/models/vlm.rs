@@ -193,3 +193,63 @@ impl ChatAssets {
             .collect()
     }
 }
+
+/// Vision features of the media of one batch, computed once and reused by every task asked of them (describe,
+/// tags, sentiment and ad analysis all see the same image): keyed by the media's address, which stays valid
+/// and unique while the media are borrowed for `'m`.
+#[derive(Debug, Default)]
+pub struct FeatureCache<'m> {
+    entries: std::cell::RefCell<std::collections::HashMap<MediaKey, MediaFeatures>>,
+    _media: std::marker::PhantomData<&'m ()>,
+}
+
+/// What identifies one image or video of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MediaKey {
+    address: usize,
+    len: usize,
+    video: bool,
+}
+
+impl MediaKey {
+    pub fn image<T>(image: &T) -> MediaKey {
+        MediaKey { address: image as *const T as usize, len: 1, video: false }
+    }
+
+    pub fn video<T>(frames: &[T]) -> MediaKey {
+        MediaKey { address: frames.as_ptr() as usize, len: frames.len(), video: true }
+    }
+
+    pub fn is_video(&self) -> bool {
+        self.video
+    }
+}
+
+/// One medium's vision features and the count the prompt needs with them (Mllama: tiles; LLaVA: media tokens).
+#[derive(Debug, Clone)]
+pub struct MediaFeatures {
+    pub features: candle_core::Tensor,
+    pub count: usize,
+}
+
+impl<'m> FeatureCache<'m> {
+    pub fn new() -> FeatureCache<'m> {
+        FeatureCache::default()
+    }
+
+    pub fn get(&self, key: MediaKey) -> Option<MediaFeatures> {
+        self.entries.borrow().get(&key).cloned()
+    }
+
+    pub fn insert(&self, key: MediaKey, features: MediaFeatures) {
+        self.entries.borrow_mut().insert(key, features);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -13,8 +13,8 @@ use crate::models::chat_template::{Content, Message};
 use crate::models::hub::{read_json, ModelRepo, WeightFiles};
 use crate::models::quant::Quant;
 use crate::models::tokenizer::HfTokenizer;
-use crate::models::vlm::ChatAssets;
 pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings, GenerationConfig};
+use crate::models::vlm::{ChatAssets, FeatureCache, MediaFeatures, MediaKey};
 
 const FAMILY: &str = "LLaVA-NeXT-Video";
 
@@ -140,29 +140,48 @@ impl LlavaNextChat {
         prompts: &[MediaPrompt],
         settings: &DecodeSettings,
     ) -> Result<(Vec<Answer>, BatchTimings), ChatError> {
+        self.answer_cached(prompts, settings, &FeatureCache::new())
+    }
+
+    /// [`LlavaNextChat::answer`] with the vision features of media already in `cache` reused (each image or
+    /// video goes through the vision tower once, however many prompts ask about it) and new ones added to it.
+    pub fn answer_cached<'m>(
+        &self,
+        prompts: &[MediaPrompt<'m>],
+        settings: &DecodeSettings,
+        cache: &FeatureCache<'m>,
+    ) -> Result<(Vec<Answer>, BatchTimings), ChatError> {
         let mut timings = BatchTimings::default();
         if prompts.is_empty() {
             return Ok((Vec::new(), timings));
         }
         let started = Instant::now();
         let device = self.model.device().clone();
-        let mut processed = Vec::with_capacity(prompts.len());
+        let mut processed: Vec<(MediaKey, Processed)> = Vec::new();
         let mut ids = Vec::with_capacity(prompts.len());
+        let mut keys = Vec::with_capacity(prompts.len());
         for prompt in prompts {
-            let (media, tokens, video) = match prompt.media {
-                Media::Image(image) => {
-                    let p = self.processor.image.preprocess_image(image)?;
-                    let tokens = self.processor.image_tokens(p.image_size);
-                    (Processed::Image(p), tokens, false)
-                }
-                Media::Video(frames) => {
-                    let p = self.processor.video.preprocess_video(frames)?;
-                    let tokens = self.processor.video_tokens(p.frames);
-                    (Processed::Video(p), tokens, true)
-                }
+            let (key, video) = match prompt.media {
+                Media::Image(image) => (MediaKey::image(image), false),
+                Media::Video(frames) => (MediaKey::video(frames), true),
+            };
+            let tokens = match cache.get(key) {
+                Some(cached) => cached.count,
+                None => match processed.iter().find(|(k, _)| *k == key) {
+                    Some((_, p)) => self.media_tokens(p),
+                    None => {
+                        let p = match prompt.media {
+                            Media::Image(image) => Processed::Image(self.processor.image.preprocess_image(image)?),
+                            Media::Video(frames) => Processed::Video(self.processor.video.preprocess_video(frames)?),
+                        };
+                        let tokens = self.media_tokens(&p);
+                        processed.push((key, p));
+                        tokens
+                    }
+                },
             };
             ids.push(self.prompt_ids(prompt.text, video, tokens)?);
-            processed.push((media, tokens));
+            keys.push(key);
         }
         let limit = self.model.config().text_config.max_position_embeddings;
         if let Some(long) = ids.iter().find(|ids| ids.len() + settings.max_new_tokens > limit) {
@@ -171,22 +190,31 @@ impl LlavaNextChat {
         timings.preprocess_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let mut embeddings = Vec::with_capacity(prompts.len());
-        for ((media, _), ids) in processed.iter().zip(&ids) {
-            embeddings.push(match media {
+        for (key, media) in &processed {
+            let features = match media {
                 Processed::Image(p) => {
                     let (h, w) = p.crop_hw;
                     let pixels = Tensor::from_slice(&p.pixel_values, (p.num_crops, 3, h, w), &device)?;
-                    let features = self.model.image_features(&pixels, p.image_size)?;
-                    self.model.merge_features(ids, Some(&features), None)?
+                    self.model.image_features(&pixels, p.image_size)?
                 }
                 Processed::Video(p) => {
                     let (h, w) = p.crop_hw;
                     let pixels = Tensor::from_slice(&p.pixel_values, (p.frames, 3, h, w), &device)?;
-                    let features = self.model.video_features(&pixels)?;
-                    self.model.merge_features(ids, None, Some(&features))?
+                    self.model.video_features(&pixels)?
                 }
+            };
+            cache.insert(*key, MediaFeatures { features, count: self.media_tokens(media) });
+        }
+        let mut embeddings = Vec::with_capacity(prompts.len());
+        let mut media_tokens = Vec::with_capacity(prompts.len());
+        for (key, ids) in keys.iter().zip(&ids) {
+            let media = cache.get(*key).expect("every medium encoded above");
+            embeddings.push(if key.is_video() {
+                self.model.merge_features(ids, None, Some(&media.features))?
+            } else {
+                self.model.merge_features(ids, Some(&media.features), None)?
             });
+            media_tokens.push(media.count);
         }
         timings.vision_s = started.elapsed().as_secs_f64();
 
@@ -198,16 +226,24 @@ impl LlavaNextChat {
         let answers = decoded
             .into_iter()
             .zip(ids)
-            .zip(&processed)
-            .map(|((out, prompt_token_ids), (_, media_tokens))| Answer {
+            .zip(media_tokens)
+            .map(|((out, prompt_token_ids), media_tokens)| Answer {
                 prompt_token_ids,
                 token_ids: out.token_ids,
                 text: out.text,
                 finished: out.finished,
-                media_tokens: *media_tokens,
+                media_tokens,
             })
             .collect();
         Ok((answers, timings))
+    }
+
+    /// Placeholder tokens the processor expands a medium's `<image>` or `<video>` into.
+    fn media_tokens(&self, media: &Processed) -> usize {
+        match media {
+            Processed::Image(p) => self.processor.image_tokens(p.image_size),
+            Processed::Video(p) => self.processor.video_tokens(p.frames),
+        }
     }
 }
 

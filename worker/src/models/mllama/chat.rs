@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 use super::processor::MllamaImageProcessor;
 use super::{cross_attention_token_masks, ImageContext, Mllama, MllamaConfig};
@@ -13,8 +13,8 @@ use crate::models::chat_template::{Content, Message};
 use crate::models::hub::{read_json, ModelRepo, WeightFiles};
 use crate::models::quant::Quant;
 use crate::models::tokenizer::HfTokenizer;
-use crate::models::vlm::ChatAssets;
 pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings, GenerationConfig};
+use crate::models::vlm::{ChatAssets, FeatureCache, MediaFeatures, MediaKey};
 
 const FAMILY: &str = "Llama 3.2 Vision (mllama)";
 
@@ -117,29 +117,56 @@ impl MllamaChat {
         prompts: &[ImagePrompt],
         settings: &DecodeSettings,
     ) -> Result<(Vec<Answer>, BatchTimings), ChatError> {
+        self.answer_cached(prompts, settings, &FeatureCache::new())
+    }
+
+    /// [`MllamaChat::answer`] with the vision features of images already in `cache` reused (each image is
+    /// encoded once, however many prompts and calls ask about it) and those of new images added to it.
+    pub fn answer_cached<'m>(
+        &self,
+        prompts: &[ImagePrompt<'m>],
+        settings: &DecodeSettings,
+        cache: &FeatureCache<'m>,
+    ) -> Result<(Vec<Answer>, BatchTimings), ChatError> {
         let mut timings = BatchTimings::default();
         if prompts.is_empty() {
             return Ok((Vec::new(), timings));
         }
         let started = Instant::now();
         let device = self.model.device().clone();
-        let processed = prompts.iter().map(|p| self.processor.preprocess(p.image)).collect::<Result<Vec<_>, _>>()?;
         let ids = prompts.iter().map(|p| self.prompt_ids(p.text, true)).collect::<Result<Vec<_>, _>>()?;
         let limit = self.model.config().text_config.max_position_embeddings;
         if let Some(long) = ids.iter().find(|ids| ids.len() + settings.max_new_tokens > limit) {
             return Err(ChatError::PromptTooLong { tokens: long.len() + settings.max_new_tokens, limit });
         }
-        let input = self.processor.vision_input(&processed, &device)?;
+        let keys: Vec<MediaKey> = prompts.iter().map(|p| MediaKey::image(p.image)).collect();
+        let mut missing: Vec<(MediaKey, &RgbImage)> = Vec::new();
+        for (key, prompt) in keys.iter().zip(prompts) {
+            if cache.get(*key).is_none() && !missing.iter().any(|(k, _)| k == key) {
+                missing.push((*key, prompt.image));
+            }
+        }
+        let processed =
+            missing.iter().map(|(_, image)| self.processor.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
         timings.preprocess_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let states = self.model.encode_images(&input)?;
+        if !processed.is_empty() {
+            let input = self.processor.vision_input(&processed, &device)?;
+            let states = self.model.encode_images(&input)?;
+            for (i, ((key, _), image)) in missing.iter().zip(&processed).enumerate() {
+                cache.insert(*key, MediaFeatures { features: states.get(i)?, count: image.num_tiles });
+            }
+        }
+        let rows: Vec<MediaFeatures> =
+            keys.iter().map(|key| cache.get(*key).expect("every image encoded above")).collect();
+        let states = Tensor::stack(&rows.iter().map(|r| &r.features).collect::<Vec<_>>(), 0)?;
         let max_tiles = self.model.config().vision_config.max_num_tiles;
         let image_token_id = self.model.config().image_token_index;
         let token_masks = ids
             .iter()
-            .zip(&processed)
-            .map(|(ids, image)| cross_attention_token_masks(ids, image_token_id, &[image.num_tiles], max_tiles))
+            .zip(&rows)
+            .map(|(ids, image)| cross_attention_token_masks(ids, image_token_id, &[image.count], max_tiles))
             .collect();
         let context = ImageContext { states, token_masks, patches_per_tile: self.model.patches_per_tile() };
         timings.vision_s = started.elapsed().as_secs_f64();
@@ -152,13 +179,13 @@ impl MllamaChat {
         let answers = decoded
             .into_iter()
             .zip(ids)
-            .zip(&processed)
+            .zip(&rows)
             .map(|((out, prompt_token_ids), image)| Answer {
                 prompt_token_ids,
                 token_ids: out.token_ids,
                 text: out.text,
                 finished: out.finished,
-                num_tiles: image.num_tiles,
+                num_tiles: image.count,
             })
             .collect();
         Ok((answers, timings))
