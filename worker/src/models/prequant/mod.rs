@@ -69,7 +69,7 @@ enum Stored {
     Bnb { quant_state: String },
     /// A uint8 weight in a bitsandbytes checkpoint without a quant_state: reported when asked for.
     BnbWithoutState,
-    /// compressed-tensors float8 with `weight_scale`.
+    /// compressed-tensors float8 (its `weight_scale` is required when it is loaded).
     Fp8,
 }
 
@@ -129,6 +129,7 @@ impl PrequantTensors {
         Ok(PrequantTensors { tensors, config, quantized })
     }
 
+    /// The checkpoint's `quantization_config`.
     pub fn config(&self) -> &QuantizationConfig {
         &self.config
     }
@@ -136,13 +137,6 @@ impl PrequantTensors {
     /// Whether the checkpoint stores `name` quantized (so that [`PrequantTensors::load`] dequantizes it).
     pub fn is_quantized(&self, name: &str) -> bool {
         self.quantized.contains_key(name)
-    }
-
-    /// Names of the weights stored quantized, sorted.
-    pub fn quantized_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.quantized.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
     }
 
     /// The tensor `name` in `dtype` on `device`: dequantized (computed in f32 on the CPU, then cast once) when
@@ -170,14 +164,6 @@ impl PrequantTensors {
             .and_then(|t| t.to_dtype(dtype))
             .and_then(|t| t.to_device(device))
             .map_err(|source| PrequantError::Tensor { tensor: name.into(), source })
-    }
-
-    /// The shape a weight has once dequantized (the stored shape for other tensors).
-    pub fn shape(&self, name: &str) -> Result<Vec<usize>, PrequantError> {
-        match self.quantized.get(name) {
-            Some(Stored::Bnb { quant_state }) => Ok(self.quant_state(name, quant_state)?.shape),
-            _ => Ok(self.raw(name, name)?.shape),
-        }
     }
 
     fn raw(&self, weight: &str, name: &str) -> Result<Raw<'_>, PrequantError> {
