@@ -18,6 +18,11 @@ mllama            tiny random-weight Llama 3.2 Vision (Mllama) checkpoint in the
 llava-next-video  tiny random-weight LLaVA-NeXT-Video checkpoint in the Hub layout +
                   processor + test images / video frames + reference outputs
                   (committed: worker/tests/fixtures/llava-next-video-tiny)
+prequant          tensors in the layouts of pre-quantized Hub checkpoints (bitsandbytes
+                  NF4/FP4 with and without double quantization, compressed-tensors
+                  FP8) with their reference dequantization, and mllama-tiny quantized
+                  in both layouts with reference logits on the dequantized weights
+                  (committed: worker/tests/fixtures/prequant)
 jpeg              JPEG files of many kinds (subsampling, odd sizes, progressive,
                   restart markers, arithmetic coding, gray, CMYK, ...) and Pillow's
                   decoded RGB (committed: worker/tests/fixtures/jpeg); needs
@@ -2383,6 +2388,497 @@ def cmd_jpeg(args) -> None:
     print(f"jpeg: {len(cases)} files, {dir_size(out) / 1024:.0f} KiB in {out}")
 
 
+# --------------------------------------------------------------------------- #
+# prequant: pre-quantized checkpoints (bitsandbytes NF4/FP4, compressed-tensors FP8)
+# --------------------------------------------------------------------------- #
+
+PREQUANT_DIR = REPO_ROOT / "worker" / "tests" / "fixtures" / "prequant"
+PREQUANT_BLOCKSIZE = 64  # bitsandbytes' default 4-bit block (Linear4bit, BitsAndBytesConfig)
+PREQUANT_NESTED_BLOCKSIZE = 256  # quantize_4bit(compress_statistics=True) quantizes absmax in blocks of 256
+PREQUANT_SEED = 6060
+# Reference cases run on the dequantized models (prompts and images of the mllama-tiny fixture).
+PREQUANT_CASES = ("describe_landscape", "text_only")
+# Modules kept in bf16, as the real repos' configs list them (SeanScripts/Llama-3.2-11B-Vision-Instruct-nf4:
+# BitsAndBytesConfig(llm_int8_skip_modules=...); neuralmagic/Llama-3.2-11B-Vision-Instruct-FP8-dynamic:
+# the llm-compressor recipe's `ignore`). The nf4 fixture quantizes the vision tower, the fp8 one keeps it dense,
+# so both paths are covered.
+PREQUANT_BNB_SKIP = ["lm_head", "multi_modal_projector"]
+PREQUANT_FP8_IGNORE = ["re:.*lm_head", "re:multi_modal_projector.*", "re:vision_model.*"]
+# Tokenizer / processor files copied from mllama-tiny so that each quantized folder loads on its own.
+PREQUANT_COPIED_FILES = (
+    "chat_template.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+)
+
+# Tensor-level cases, (name, shape, quant_type, double_quant, dtype): element counts that are not multiples of
+# the block (partial last block), odd (the last byte's low nibble is padding), more than 256 blocks (two nested
+# absmax blocks, the last one partial), and a bf16 original.
+PREQUANT_BNB_CASES = [
+    ("nf4_odd.weight", (5, 37), "nf4", False, "float32"),
+    ("nf4_bf16.weight", (3, 100), "nf4", False, "bfloat16"),
+    ("nf4_nested.weight", (130, 130), "nf4", True, "float32"),
+    ("nf4_nested_odd.weight", (33, 71), "nf4", True, "bfloat16"),
+    ("fp4.weight", (6, 40), "fp4", False, "float32"),
+    ("fp4_nested_odd.weight", (9, 29), "fp4", True, "float16"),
+]
+# (name, shape, strategy, scale dtype, with zero point)
+PREQUANT_FP8_CASES = [
+    ("channel.weight", (7, 19), "channel", "float32", False),
+    ("channel_bf16.weight", (9, 24), "channel", "bfloat16", False),
+    ("tensor.weight", (5, 8), "tensor", "float32", False),
+    ("group.weight", (4, 32), "group", "bfloat16", False),
+    ("zero_point.weight", (3, 16), "channel", "float32", True),
+]
+
+
+def prequant_torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def prequant_quantize_4bit_kernel(A, blocksize: int, quant_type: str):
+    """bitsandbytes' blockwise 4-bit quantization, as its CPU backend computes it
+    (bitsandbytes/backends/default/ops.py `quantize_4bit`), for any element count.
+
+    Blocks run over the flattened tensor (the last one partial); absmax is f32 per block; each value is scaled by
+    1 / absmax, clamped to [-1, 1] and mapped to the nearest entry of the 4-bit table; two codes per byte, the
+    first in the HIGH nibble. That CPU kernel fails on an odd element count; the CUDA kernel (kQuantizeBlockwise)
+    loads 0.0 for the missing last element, so the padding nibble is the code of 0.0, as here.
+    Returns (packed uint8 [(n + 1) // 2, 1], absmax f32 [blocks])."""
+    import torch
+    from bitsandbytes.backends.utils import CODE as CPU_CODE
+
+    n = A.numel()
+    flat = A.reshape(n)
+    blocks = -(-n // blocksize)
+    absmax = torch.zeros((blocks,), dtype=torch.float32)
+    scaled = []
+    for b in range(blocks):
+        chunk = flat[b * blocksize:(b + 1) * blocksize]
+        absmax[b] = chunk.abs().max()
+        # as that kernel: full blocks are scaled in f32; the partial one by a 0-dim f32 tensor, which keeps a
+        # bf16/f16 input's dtype (torch's promotion rules), so it is rounded to it before the table lookup
+        scale = 1 / (absmax[b : b + 1] if chunk.numel() == blocksize else absmax[b])
+        scaled.append(torch.clamp(chunk * scale, -1, 1))
+    scaled = torch.cat(scaled)
+    if n % 2:
+        scaled = torch.cat([scaled, torch.zeros(1, dtype=scaled.dtype)])
+    code = CPU_CODE[quant_type].to(scaled.dtype)
+    q = torch.argmin(torch.abs(scaled.view(-1, 1) - code), dim=-1, keepdim=True).to(torch.uint8)
+    return q[::2] << 4 | q[1::2], absmax
+
+
+def prequant_quantize_4bit(A, quant_type: str, double_quant: bool):
+    """(packed weight, QuantState) exactly as `bitsandbytes.functional.quantize_4bit(A, blocksize=64,
+    compress_statistics=double_quant, quant_type=quant_type)` builds them, with the kernel above so that odd
+    element counts work on the CPU too. Where bitsandbytes' own CPU kernel runs (even counts), its output is
+    checked to be identical."""
+    import torch
+    import bitsandbytes.functional as bnbf
+
+    packed, absmax = prequant_quantize_4bit_kernel(A, PREQUANT_BLOCKSIZE, quant_type)
+    if A.numel() % 2 == 0:
+        ref_packed, ref_state = bnbf.quantize_4bit(A, blocksize=PREQUANT_BLOCKSIZE, quant_type=quant_type)
+        assert torch.equal(packed, ref_packed) and torch.equal(absmax, ref_state.absmax), "kernel != bitsandbytes"
+    code = bnbf.get_4bit_type(quant_type, device="cpu")
+    if double_quant:
+        # quantize_4bit(compress_statistics=True): absmax - mean(absmax) in 8-bit dynamic blocks of 256
+        offset = absmax.mean()
+        qabsmax, state2 = bnbf.quantize_blockwise(absmax - offset, blocksize=PREQUANT_NESTED_BLOCKSIZE)
+        state = bnbf.QuantState(absmax=qabsmax, shape=A.shape, dtype=A.dtype, blocksize=PREQUANT_BLOCKSIZE,
+                                code=code, quant_type=quant_type, offset=offset, state2=state2)
+        if A.numel() % 2 == 0:
+            _, ref_state = bnbf.quantize_4bit(A, blocksize=PREQUANT_BLOCKSIZE, quant_type=quant_type,
+                                              compress_statistics=True)
+            assert torch.equal(qabsmax, ref_state.absmax) and torch.equal(state2.absmax, ref_state.state2.absmax)
+    else:
+        state = bnbf.QuantState(absmax=absmax, shape=A.shape, dtype=A.dtype, blocksize=PREQUANT_BLOCKSIZE,
+                                code=code, quant_type=quant_type)
+    return packed, state
+
+
+def prequant_bnb_tensors(prefix: str, packed, state) -> dict:
+    """The safetensors entries of one quantized weight, named as transformers saves a bitsandbytes Linear4bit
+    (`Linear4bit._save_to_state_dict`: `X.weight` + `X.weight.<k>` for k in `QuantState.as_dict(packed=True)`)."""
+    out = {prefix: packed}
+    for k, v in state.as_dict(packed=True).items():
+        out[f"{prefix}.{k}"] = v
+    return out
+
+
+def prequant_dequantize_4bit_numpy(packed, absmax_f32, quant_type: str, n: int):
+    """The documented dequantization (CUDA kDequantizeBlockwise / dDequantizeNF4, dDequantizeFP4Tree):
+    value[i] = table[code_i] * absmax[i // blocksize] in f32, code_i = high nibble of byte i // 2 for even i,
+    low nibble for odd i."""
+    import numpy as np
+    import bitsandbytes.functional as bnbf
+
+    table = bnbf.get_4bit_type(quant_type, device="cpu").numpy().astype(np.float32)
+    data = packed.reshape(-1).numpy()
+    codes = np.empty(data.size * 2, dtype=np.uint8)
+    codes[0::2] = data >> 4
+    codes[1::2] = data & 0xF
+    codes = codes[:n]
+    scale = absmax_f32.numpy().astype(np.float32)[np.arange(n) // PREQUANT_BLOCKSIZE]
+    return (table[codes] * scale).astype(np.float32)
+
+
+def prequant_absmax_f32(state):
+    """The f32 absmax of a QuantState, through bitsandbytes' dequantize_blockwise + offset when nested."""
+    import bitsandbytes.functional as bnbf
+
+    if not state.nested:
+        return state.absmax
+    absmax = bnbf.dequantize_blockwise(state.absmax, state.state2)
+    absmax += state.offset
+    return absmax.float()
+
+
+def prequant_dequantize_4bit(packed, state):
+    """f32 dequantized weight by the documented formula (numpy), checked against
+    bitsandbytes.functional.dequantize_4bit where its CPU kernel computes the same thing: NF4 with an even element
+    count, the state's dtype set to f32. (For a bf16/f16 state that kernel rounds the table entries to the dtype
+    before multiplying, where the CUDA kernel multiplies in f32 and rounds once; its FP4 table is rounded to four
+    decimals, 0.6667 for 2/3, where get_4bit_type and the CUDA kernel's dDequantizeFP4Tree use f32(2/3).)"""
+    import copy
+
+    import numpy as np
+    import torch
+    import bitsandbytes.functional as bnbf
+
+    n = math.prod(state.shape)
+    absmax = prequant_absmax_f32(state)
+    expected = prequant_dequantize_4bit_numpy(packed, absmax, state.quant_type, n).reshape(tuple(state.shape))
+    if n % 2 == 0 and state.quant_type == "nf4":
+        f32_state = copy.copy(state)
+        f32_state.dtype = torch.float32
+        got = bnbf.dequantize_4bit(packed, f32_state).numpy()
+        assert np.array_equal(got, expected), "bitsandbytes dequantize_4bit != documented formula"
+    return torch.from_numpy(expected)
+
+
+def prequant_fp8_quantize(w, strategy: str, with_zero_point: bool):
+    """compressed-tensors' FP8 weight quantization (`calculate_qparams` + `quantize`) for one weight: returns
+    {"weight": float8_e4m3fn, "weight_scale": scale[, "weight_zero_point"]} as FloatQuantizationCompressor saves
+    them (zero points are dropped when all zero)."""
+    import torch
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import quantize
+    from compressed_tensors.quantization.utils import calculate_range
+
+    group_size = 8 if strategy == "group" else None
+    args = QuantizationArgs(num_bits=8, type="float", strategy=strategy, symmetric=True, group_size=group_size,
+                            dynamic=False)
+    if strategy == "tensor":
+        mins, maxs = w.min().reshape(1), w.max().reshape(1)
+    elif strategy == "channel":
+        mins, maxs = w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)
+    else:
+        grouped = w.reshape(w.shape[0], -1, group_size)
+        mins, maxs = grouped.amin(dim=2), grouped.amax(dim=2)
+    # calculate_qparams for a symmetric float8 scheme (its last step, casting the all-zero points to fp8, fails
+    # on the CPU in torch 2.5.1; all-zero points are not saved anyway):
+    mins, maxs = torch.min(mins, torch.zeros_like(mins)), torch.max(maxs, torch.zeros_like(maxs))
+    q_min, q_max = calculate_range(args, "cpu")
+    scale = torch.max(mins.abs(), maxs.abs()) / (float(q_max - q_min) / 2)
+    scale = torch.clamp(scale, min=torch.finfo(torch.float32).eps)
+    zero_point = None
+    if with_zero_point:
+        # An asymmetric float scheme: a non-zero point, in fp8 as compressed-tensors stores it (its own
+        # asymmetric calculate_qparams cannot cast to fp8 on the CPU in torch 2.5.1).
+        zero_point = torch.linspace(-2, 3, scale.numel()).reshape(scale.shape).to(torch.float8_e4m3fn)
+    q = quantize(x=w, scale=scale, zero_point=zero_point, args=args, dtype=torch.float8_e4m3fn)
+    out = {"weight": q, "weight_scale": scale}
+    if with_zero_point:
+        out["weight_zero_point"] = zero_point
+    return out
+
+
+def prequant_fp8_dequantize(parts: dict):
+    """(f32 weight, weight as compressed-tensors decompresses it): the f32 value is (fp8 - zero point) * scale
+    computed in f32 (exact for a bf16 scale and no zero point); `FloatQuantizationCompressor.decompress_weight`
+    computes in the scale's dtype (`_dequantize`: x_q.to(scale.dtype) * scale)."""
+    import torch
+    from compressed_tensors.compressors.quantized_compressors.naive_quantized import FloatQuantizationCompressor
+
+    q, scale = parts["weight"], parts["weight_scale"]
+    zp = parts.get("weight_zero_point")
+    rows, cols = q.shape
+    s = scale.float()
+    if s.numel() == 1:
+        s = s.reshape(1, 1)
+    elif s.shape[1] not in (1, cols):
+        s = s.repeat_interleave(cols // s.shape[1], dim=1)
+    x = q.float()
+    if zp is not None:
+        z = zp.float()
+        z = z.reshape(1, 1) if z.numel() == 1 else z.repeat_interleave(cols // z.shape[1], dim=1)
+        x = x - z
+    exact = x * s
+    library = FloatQuantizationCompressor.decompress_weight(None, dict(parts))
+    if scale.dtype == torch.float32:
+        assert torch.equal(library, exact), "compressed-tensors dequantize != (q - zp) * scale"
+    elif zp is None:
+        assert torch.equal(library, exact.to(scale.dtype)), "bf16 dequantize != round(f32 product)"
+    return exact, library
+
+
+def prequant_tensor_fixtures(out: Path) -> dict:
+    """tensors/: bnb.safetensors and fp8.safetensors in the checkpoint layouts, expected.safetensors with the
+    reference dequantization, and their description for the tests."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(PREQUANT_SEED)
+    bnb, fp8, expected, cases = {}, {}, {}, []
+    for name, shape, quant_type, double_quant, dtype in PREQUANT_BNB_CASES:
+        w = (torch.randn(shape, generator=g) * 0.5).to(prequant_torch_dtype(dtype))
+        packed, state = prequant_quantize_4bit(w, quant_type, double_quant)
+        bnb.update(prequant_bnb_tensors(name, packed, state))
+        expected[f"bnb.{name}"] = prequant_dequantize_4bit(packed, state).contiguous()
+        cases.append({"file": "bnb.safetensors", "name": name, "shape": list(shape), "quant_type": quant_type,
+                      "double_quant": double_quant, "dtype": dtype, "expected": f"bnb.{name}",
+                      "companions": sorted(k for k in prequant_bnb_tensors(name, packed, state) if k != name)})
+    # a module in llm_int8_skip_modules: plain bf16 weight and bias
+    bnb["skipped.weight"] = (torch.randn((4, 6), generator=g)).to(torch.bfloat16)
+    bnb["skipped.bias"] = (torch.randn((4,), generator=g)).to(torch.bfloat16)
+    expected["bnb.skipped.weight"] = bnb["skipped.weight"].float()
+
+    for name, shape, strategy, scale_dtype, with_zp in PREQUANT_FP8_CASES:
+        w = (torch.randn(shape, generator=g) * 0.3).to(prequant_torch_dtype(scale_dtype))
+        parts = prequant_fp8_quantize(w, strategy, with_zp)
+        prefix = name[: -len(".weight")]
+        for k, v in parts.items():
+            fp8[f"{prefix}.{k}"] = v.contiguous()
+        exact, library = prequant_fp8_dequantize(parts)
+        expected[f"fp8.{name}"] = exact.contiguous()
+        case = {"file": "fp8.safetensors", "name": name, "shape": list(shape), "strategy": strategy,
+                "scale_dtype": scale_dtype, "zero_point": with_zp, "expected": f"fp8.{name}"}
+        if scale_dtype != "float32" and not with_zp:
+            expected[f"fp8.{name}.compressed_tensors"] = library.contiguous()
+            case["expected_in_scale_dtype"] = f"fp8.{name}.compressed_tensors"
+        cases.append(case)
+    # a module in the ignore list: plain bf16
+    fp8["ignored.weight"] = torch.randn((3, 5), generator=g).to(torch.bfloat16)
+    expected["fp8.ignored.weight"] = fp8["ignored.weight"].float()
+
+    d = out / "tensors"
+    d.mkdir(parents=True)
+    save_file(bnb, str(d / "bnb.safetensors"), metadata={"format": "pt"})
+    save_file(fp8, str(d / "fp8.safetensors"), metadata={"format": "pt"})
+    save_file(expected, str(d / "expected.safetensors"), metadata={"format": "pt"})
+    return {
+        "cases": cases,
+        "passthrough": [{"file": "bnb.safetensors", "name": "skipped.weight", "expected": "bnb.skipped.weight"},
+                        {"file": "fp8.safetensors", "name": "ignored.weight", "expected": "fp8.ignored.weight"}],
+        "quantization_config": {"bnb.safetensors": prequant_bnb_config(double_quant=True),
+                                "fp8.safetensors": prequant_fp8_config()},
+    }
+
+
+def prequant_bnb_config(double_quant: bool) -> dict:
+    """config.json's quantization_config as transformers 4.46 writes it for a bitsandbytes 4-bit model."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=PREQUANT_BNB_SKIP,
+    ).to_dict()
+
+
+def prequant_fp8_config() -> dict:
+    """config.json's quantization_config of an llm-compressor FP8_DYNAMIC model (compressed-tensors): per-channel
+    float8 weights, per-token dynamic float8 activations."""
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
+
+    scheme = QuantizationScheme(
+        targets=["Linear"],
+        weights=QuantizationArgs(num_bits=8, type="float", strategy="channel", symmetric=True, dynamic=False,
+                                 observer="minmax"),
+        input_activations=QuantizationArgs(num_bits=8, type="float", strategy="token", symmetric=True,
+                                           dynamic=True, observer=None),
+    )
+    config = QuantizationConfig(config_groups={"group_0": scheme}, ignore=PREQUANT_FP8_IGNORE,
+                                format="float-quantized", quantization_status="compressed")
+    return config.model_dump()
+
+
+def prequant_linear_names(model, excluded) -> list:
+    """Names of the nn.Linear modules that a quantizer converts: all but those `excluded(name)` says."""
+    import torch
+
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not excluded(n)]
+
+
+def prequant_bnb_excluded(name: str) -> bool:
+    # transformers' replace_with_bnb_linear: a module is skipped when a skip entry is a dotted part of its name
+    return any((key + "." in name + ".") or key == name for key in PREQUANT_BNB_SKIP)
+
+
+def prequant_fp8_excluded(name: str) -> bool:
+    import re
+
+    return any(re.match(p[3:], name) if p.startswith("re:") else p == name for p in PREQUANT_FP8_IGNORE)
+
+
+def prequant_quantize_model(state: dict, kind: str, linear: list):
+    """(checkpoint tensors, the f32 weights they load as): bf16 originals (as the real repos hold), quantized
+    linears in the layout of `kind`."""
+    import torch
+
+    saved, loaded = {}, {}
+    for name, value in state.items():
+        original = value.to(torch.bfloat16)
+        module = name[: -len(".weight")] if name.endswith(".weight") else None
+        if module in linear:
+            if kind == "nf4":
+                packed, qs = prequant_quantize_4bit(original, "nf4", double_quant=False)
+                saved.update(prequant_bnb_tensors(name, packed, qs))
+                loaded[name] = prequant_dequantize_4bit(packed, qs)
+            else:
+                parts = prequant_fp8_quantize(original, "channel", with_zero_point=False)
+                saved[name] = parts["weight"].contiguous()
+                saved[module + ".weight_scale"] = parts["weight_scale"].contiguous()
+                loaded[name], _ = prequant_fp8_dequantize(parts)
+        else:
+            saved[name] = original.contiguous()
+            loaded[name] = original.float()
+    return saved, loaded
+
+
+def prequant_save_shards(saved: dict, out: Path, sharded: bool) -> None:
+    """model.safetensors, or two shards + model.safetensors.index.json (as transformers writes them) split in
+    name order between a weight and its scale, so that a weight's companion lies in another file."""
+    from safetensors.torch import save_file
+
+    names = sorted(saved)
+    if not sharded:
+        save_file({k: saved[k] for k in names}, str(out / "model.safetensors"), metadata={"format": "pt"})
+        return
+    cut = next(i for i, k in enumerate(names) if i >= len(names) // 2 and k.endswith(".weight_scale"))
+    assert names[cut - 1] == names[cut][: -len("_scale")], names[cut - 1: cut + 1]
+    index = {"metadata": {"total_size": sum(saved[k].numel() * saved[k].element_size() for k in names)},
+             "weight_map": {}}
+    for i, part in enumerate((names[:cut], names[cut:])):
+        file = f"model-{i + 1:05d}-of-00002.safetensors"
+        save_file({k: saved[k] for k in part}, str(out / file), metadata={"format": "pt"})
+        index["weight_map"].update({k: file for k in part})
+    write_json(out / "model.safetensors.index.json", index)
+
+
+def prequant_reference_run(model, processor, img_dir: Path) -> tuple:
+    """Prompt logits and greedy ids for PREQUANT_CASES: (json cases, tensors, min greedy gap)."""
+    import torch
+
+    eos = list(model.config.text_config.eos_token_id)
+    cases, tensors, min_gap = [], {}, float("inf")
+    for name in PREQUANT_CASES:
+        item = next(c for c in MLLAMA_CASES if c["name"] == name)
+        _, enc = mllama_encode(processor, img_dir, [item])
+        with torch.no_grad():
+            logits = model(**enc).logits
+        out = mllama_generate(model, enc)
+        seq = enc["input_ids"].shape[1]
+        gap = mllama_gaps(out, seq, eos)
+        min_gap = min(min_gap, gap)
+        tensors[f"case.{name}.logits"] = logits[0].float().contiguous()
+        cases.append({"name": name, "image": item["image"], "content": item["content"],
+                      "input_ids": enc["input_ids"][0].tolist(),
+                      "generated": out.sequences[0, seq:].tolist(),
+                      "text": processor.tokenizer.decode(out.sequences[0, seq:], skip_special_tokens=True),
+                      "min_greedy_gap": fmt_float(gap)})
+    return cases, tensors, min_gap
+
+
+def cmd_prequant(args) -> None:
+    torch = _import_ml()
+    import bitsandbytes
+    import compressed_tensors
+    import transformers
+    from safetensors.torch import save_file
+    from transformers import MllamaForConditionalGeneration, MllamaProcessor
+
+    out = Path(args.out).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    tensors_ref = prequant_tensor_fixtures(out)
+    versions = {"transformers": transformers.__version__, "torch": torch.__version__,
+                "bitsandbytes": bitsandbytes.__version__, "compressed_tensors": compressed_tensors.__version__}
+    write_json(out / "tensors" / "reference.json", {"versions": versions, "blocksize": PREQUANT_BLOCKSIZE,
+                                                   **tensors_ref})
+
+    src = MLLAMA_TINY_DIR
+    processor = MllamaProcessor.from_pretrained(str(src))
+    base = MllamaForConditionalGeneration.from_pretrained(str(src), attn_implementation="eager").eval()
+    # the inputs are those of the mllama-tiny reference: the unmodified model reproduces its logits
+    with safe_open_pt(src / "reference.safetensors") as f:
+        want = f.get_tensor("case.describe_landscape.logits")
+    _, base_tensors, _ = prequant_reference_run(base, processor, src / "images")
+    assert torch.allclose(base_tensors["case.describe_landscape.logits"], want, atol=1e-5), "inputs differ"
+
+    state = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    config = json.loads((src / "config.json").read_text())
+    layouts = {
+        "nf4": ("mllama-tiny-nf4", prequant_bnb_config(double_quant=False), prequant_bnb_excluded, False),
+        "fp8": ("mllama-tiny-fp8", prequant_fp8_config(), prequant_fp8_excluded, True),
+    }
+    report = {}
+    for kind, (folder, qconfig, excluded, sharded) in layouts.items():
+        d = out / folder
+        d.mkdir()
+        linear = prequant_linear_names(base, excluded)
+        saved, loaded = prequant_quantize_model(state, kind, linear)
+        prequant_save_shards(saved, d, sharded)
+        cfg = dict(config, quantization_config=qconfig, torch_dtype="bfloat16")
+        (d / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for file in PREQUANT_COPIED_FILES:
+            shutil.copy(src / file, d / file)
+
+        model = MllamaForConditionalGeneration.from_pretrained(str(src), attn_implementation="eager").eval()
+        model.load_state_dict(loaded, strict=True)
+        cases, tensors, gap = prequant_reference_run(model, processor, src / "images")
+        assert gap > MLLAMA_MIN_GAP, f"{kind}: greedy gap {gap} too small for an exact comparison"
+        save_file(tensors, str(d / "reference.safetensors"), metadata={"format": "pt"})
+        changed = max(float((loaded[k] - state[k]).abs().max()) for k in state)
+        write_json(d / "reference.json", {
+            "versions": versions,
+            "source": "mllama-tiny with every tensor rounded to bfloat16, then the listed linear weights "
+                      f"quantized ({kind}); reference = transformers on the f32 weights the checkpoint "
+                      "dequantizes to",
+            "quantized_modules": linear,
+            "date_string": MLLAMA_DATE_STRING,
+            "max_new_tokens": MLLAMA_MAX_NEW_TOKENS,
+            "max_abs_weight_change": fmt_float(changed),
+            "cases": cases,
+        })
+        report[kind] = (folder, len(linear), gap, cases)
+
+    print(f"\nwrote {out}  ({dir_size(out)} bytes)")
+    for p in sorted(out.rglob("*")):
+        if p.is_file():
+            print(f"  {p.relative_to(out)}  {p.stat().st_size}")
+    for kind, (folder, n, gap, cases) in report.items():
+        print(f"{kind}: {folder}: {n} quantized linears, min greedy gap {gap:.4g}")
+        for c in cases:
+            print(f"  {c['name']}: {c['generated']}")
+
+
+def safe_open_pt(path: Path):
+    from safetensors import safe_open
+
+    return safe_open(str(path), framework="pt")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -2405,6 +2901,11 @@ def main(argv=None) -> None:
     p = sub.add_parser("llava-next-video", help="tiny random LLaVA-NeXT-Video fixture (committed)")
     p.add_argument("--out", default=str(LLAVA_TINY_DIR), help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_llava_next_video)
+
+    p = sub.add_parser("prequant", help="pre-quantized layouts: bitsandbytes NF4/FP4 and compressed-tensors FP8 "
+                                        "tensors, and mllama-tiny quantized in both (committed)")
+    p.add_argument("--out", default=str(PREQUANT_DIR), help="output folder (default: %(default)s)")
+    p.set_defaults(func=cmd_prequant)
 
     p = sub.add_parser("jpeg", help="JPEG decoder parity files + Pillow's decoded RGB (committed)")
     p.add_argument("--out", default=str(JPEG_DIR), help="output folder (default: %(default)s)")

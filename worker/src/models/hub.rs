@@ -1,7 +1,7 @@
 //! Where a model's files come from: a local folder, or a Hugging Face Hub repo resolved through `hf-hub`
 //! (its cache first, honouring `HF_HOME`, `HF_HUB_CACHE`, `HF_TOKEN`, `HF_HUB_OFFLINE`, then a download).
 //! Also turns the weight files found there (safetensors, single or sharded, or `pytorch_model.bin`) into a
-//! candle `VarBuilder` that reaches tensors by their Hub names.
+//! candle `VarBuilder` that reaches tensors by their Hub names (dequantizing pre-quantized ones, `prequant`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use hf_hub::{Repo, RepoType};
+
+use crate::models::prequant::{self, PrequantError, QuantizationConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -42,12 +44,21 @@ pub enum HubError {
         #[source]
         source: serde_json::Error,
     },
+    /// Boxed: the pre-quantization errors are large and `HubError` travels in every loader's `Result`.
+    #[error(transparent)]
+    Prequant(Box<PrequantError>),
     #[error("cannot load weights from {path}: {source}")]
     Weights {
         path: PathBuf,
         #[source]
         source: candle_core::Error,
     },
+}
+
+impl From<PrequantError> for HubError {
+    fn from(error: PrequantError) -> HubError {
+        HubError::Prequant(Box::new(error))
+    }
 }
 
 /// A model to load: a local folder or a Hub repo at a revision.
@@ -257,6 +268,29 @@ impl WeightFiles {
             }
             WeightFiles::Pytorch(path) => VarBuilder::from_pth(path, dtype, device)
                 .map_err(|source| HubError::Weights { path: path.clone(), source }),
+        }
+    }
+
+    /// `var_builder` for a checkpoint whose `config.json` may have a `quantization_config` (`quantization`):
+    /// weights stored pre-quantized (bitsandbytes 4-bit, compressed-tensors float8) come out dequantized to
+    /// `dtype`, everything else as `var_builder` gives it; `None` is `var_builder`.
+    pub fn var_builder_with(
+        &self,
+        quantization: Option<&QuantizationConfig>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<VarBuilder<'static>, HubError> {
+        let Some(config) = quantization else {
+            return self.var_builder(dtype, device);
+        };
+        match self {
+            WeightFiles::Safetensors(paths) => {
+                for path in paths {
+                    check_safetensors_header(path)?;
+                }
+                Ok(prequant::var_builder(paths, config, dtype, device)?)
+            }
+            WeightFiles::Pytorch(path) => Err(PrequantError::NotSafetensors { path: path.clone() }.into()),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod linear;
 pub mod llava_next;
 pub mod mllama;
 pub mod nllb;
+pub mod prequant;
 pub mod profile;
 pub mod quant;
 pub mod tokenizer;

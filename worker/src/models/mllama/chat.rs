@@ -10,7 +10,8 @@ use super::processor::MllamaImageProcessor;
 use super::{cross_attention_token_masks, ImageContext, Mllama, MllamaConfig};
 use crate::media::RgbImage;
 use crate::models::chat_template::{Content, Message};
-use crate::models::hub::{read_json, ModelRepo, WeightFiles};
+use crate::models::hub::{read_json, HubError, ModelRepo, WeightFiles};
+use crate::models::prequant::QuantizationConfig;
 use crate::models::quant::Quant;
 use crate::models::tokenizer::HfTokenizer;
 pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings, GenerationConfig};
@@ -53,15 +54,21 @@ pub struct MllamaChat {
 impl MllamaChat {
     pub fn load(repo: &ModelRepo, dtype: DType, device: &Device, quant: Quant) -> Result<MllamaChat, ChatError> {
         let name = repo.source().to_string();
-        let config: MllamaConfig = read_json(&repo.require("config.json")?)?;
+        let config_path = repo.require("config.json")?;
+        let config: MllamaConfig = read_json(&config_path)?;
         config.validate().map_err(|reason| ChatError::Config { model: name.clone(), family: FAMILY, reason })?;
         let assets =
             ChatAssets::load(repo, ("<|begin_of_text|>", "<|eot_id|>"), config.text_config.eos_token_id.as_ref())?;
         let processor = MllamaImageProcessor::from_file(repo.require("preprocessor_config.json")?)?;
         let weights = WeightFiles::locate(repo)?;
-        let model = Mllama::new_quantized(&config, weights.var_builder(dtype, device)?, quant)
+        // A pre-quantized checkpoint (bitsandbytes 4-bit, compressed-tensors float8) loads as it is: its weights
+        // are dequantized to `dtype`, then `quant` applies as to a dense checkpoint.
+        let prequantized = QuantizationConfig::from_model_config(&config_path).map_err(HubError::from)?;
+        let vb = weights.var_builder_with(prequantized.as_ref(), dtype, device)?;
+        let model = Mllama::new_quantized(&config, vb, quant)
             .map_err(|source| ChatError::Weights { model: name.clone(), source })?;
-        tracing::info!(model = %name, ?dtype, %quant, "vision model loaded");
+        let stored = prequantized.as_ref().map_or_else(|| "dense".to_string(), QuantizationConfig::summary);
+        tracing::info!(model = %name, ?dtype, %quant, %stored, "vision model loaded");
         Ok(MllamaChat { model, assets, processor, image_token: "<|image|>".into(), date_string: None, name })
     }
 
