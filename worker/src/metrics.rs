@@ -45,6 +45,8 @@ pub struct Metrics {
     pub batch_started: Gauge,
     /// What `/readyz` answers, as 1 or 0 (set on each scrape): alerts see a worker that is up but not ready.
     pub ready: IntGauge,
+    /// Memory of the model's GPU in use and in total (`kind`: used, total), bytes; no series on the CPU.
+    pub device_memory: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -106,6 +108,14 @@ impl Metrics {
         .expect("valid metric");
         let ready = IntGauge::new("vislingo_worker_ready", "1 when the models are loaded and the broker connected")
             .expect("ok");
+        let device_memory = prometheus::GaugeVec::new(
+            Opts::new(
+                "vislingo_device_memory_bytes",
+                "Memory of the model's GPU, by kind (used, total); GPU workers only",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         let metrics = Metrics {
             registry,
             jobs,
@@ -124,6 +134,7 @@ impl Metrics {
             queue_wait_seconds,
             batch_started,
             ready,
+            device_memory,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.jobs.clone()),
@@ -142,6 +153,7 @@ impl Metrics {
             Box::new(metrics.queue_wait_seconds.clone()),
             Box::new(metrics.batch_started.clone()),
             Box::new(metrics.ready.clone()),
+            Box::new(metrics.device_memory.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
@@ -163,6 +175,14 @@ impl Metrics {
             metrics.storage_retries.with_label_values(&[operation]);
         }
         metrics
+    }
+
+    /// Records the GPU memory in use (after loading the models and after each batch); nothing on the CPU.
+    pub fn observe_device(&self, device: &candle_core::Device) {
+        if let Some((used, total)) = crate::device_memory::device_memory(device) {
+            self.device_memory.with_label_values(&["used"]).set(used as f64);
+            self.device_memory.with_label_values(&["total"]).set(total as f64);
+        }
     }
 
     /// Records what this worker serves (`vislingo_worker_info`); called once at start.

@@ -104,6 +104,14 @@ impl VisionChat {
         self.family().takes_videos()
     }
 
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        match self {
+            VisionChat::Mllama(chat) => chat.model().device(),
+            VisionChat::LlavaNext(chat) => chat.model().device(),
+        }
+    }
+
     /// Pins the date that Llama 3.2's chat template prints (LLaVA-NeXT-Video's template prints none).
     pub fn set_date_string(&mut self, date: Option<String>) {
         if let VisionChat::Mllama(chat) = self {

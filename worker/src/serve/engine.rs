@@ -47,6 +47,8 @@ pub struct Engine {
     pub names: ModelNames,
     pub tasks: TaskSet,
     pub load_seconds: f64,
+    /// The models' device, for its memory metrics.
+    pub device: candle_core::Device,
 }
 
 impl Engine {
@@ -54,13 +56,13 @@ impl Engine {
     pub async fn start(vision: VisionArgs, translator: bool) -> Result<Engine> {
         let tasks = vision.tasks()?;
         let (sender, receiver) = std::sync::mpsc::channel::<EngineRequest>();
-        let (loaded_tx, loaded_rx) = oneshot::channel::<Result<(ModelNames, f64)>>();
+        let (loaded_tx, loaded_rx) = oneshot::channel::<Result<(ModelNames, f64, candle_core::Device)>>();
         std::thread::Builder::new()
             .name("vislingo-model".into())
             .spawn(move || model_thread(vision, translator, receiver, loaded_tx))
             .context("cannot start the model thread")?;
-        let (names, load_seconds) = loaded_rx.await.context("the model thread ended while loading")??;
-        Ok(Engine { sender, names, tasks, load_seconds })
+        let (names, load_seconds, device) = loaded_rx.await.context("the model thread ended while loading")??;
+        Ok(Engine { sender, names, tasks, load_seconds, device })
     }
 
     /// Runs the pipeline on `items`; one record per item, in order.
@@ -102,7 +104,7 @@ fn model_thread(
     vision: VisionArgs,
     with_translator: bool,
     receiver: std::sync::mpsc::Receiver<EngineRequest>,
-    loaded: oneshot::Sender<Result<(ModelNames, f64)>>,
+    loaded: oneshot::Sender<Result<(ModelNames, f64, candle_core::Device)>>,
 ) {
     let started = Instant::now();
     let models = vision.load_models(with_translator);
@@ -128,7 +130,7 @@ fn model_thread(
         max_new_tokens: vision.max_new_tokens,
         translation: TranslateOptions::default(),
     };
-    if loaded.send(Ok((names, started.elapsed().as_secs_f64()))).is_err() {
+    if loaded.send(Ok((names, started.elapsed().as_secs_f64(), chat.device().clone()))).is_err() {
         return;
     }
     while let Ok(request) = receiver.recv() {

@@ -110,6 +110,7 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
 
     let engine = Engine::start(args.vision.clone(), !args.no_translator).await?;
     metrics.model_load_seconds.set(engine.load_seconds);
+    metrics.observe_device(&engine.device);
     readiness.models_loaded.store(true, Ordering::SeqCst);
     tracing::info!(model = %engine.names.model, seconds = engine.load_seconds, "models loaded");
     let storage = Storage::connect(&args.s3).await;
@@ -260,6 +261,7 @@ impl Worker {
         }
         if !items.is_empty() {
             let records = self.engine.process(items).await?;
+            self.metrics.observe_device(&self.engine.device);
             let (mut tokens, mut generation_s) = (0u64, 0.0);
             for (position, record) in positions.into_iter().zip(records) {
                 let t = &record.timings;
