@@ -19,7 +19,7 @@
 //!   (its deliveries go back to the queue, each counted as one delivery) for its supervisor to restart it.
 //! - Consumer timeout: the prefetch equals the batch size, so a delivery waits in the worker only while its own
 //!   batch runs, which `--batch-timeout-s` bounds. The consumer asks for `x-consumer-timeout`
-//!   (`--consumer-timeout-s`, above the batch timeout; RabbitMQ 3.12 and later honour it, older brokers apply
+//!   (`--consumer-timeout-s`, above the batch timeout; RabbitMQ 3.11.15 and later honour it, older brokers apply
 //!   their global `consumer_timeout`, 30 min by default). Should the broker still close the channel, the job's
 //!   record is found on redelivery and the job is not run twice.
 //! - SIGTERM: cancel the consumer at once (the broker sends nothing more), finish the batch in hand (a storage
@@ -86,7 +86,7 @@ pub struct ServeArgs {
     /// its supervisor to restart it. Keep it below the broker's consumer timeout.
     #[arg(long, env = "VISLINGO_BATCH_TIMEOUT_S", default_value_t = 1500.0)]
     pub batch_timeout_s: f64,
-    /// The consumer's acknowledgement timeout asked of the broker (`x-consumer-timeout`, RabbitMQ 3.12+; older
+    /// The consumer's acknowledgement timeout asked of the broker (`x-consumer-timeout`, RabbitMQ 3.11.15+; older
     /// brokers use their global `consumer_timeout`); must exceed --batch-timeout-s. 0: ask nothing.
     #[arg(long, env = "VISLINGO_CONSUMER_TIMEOUT_S", default_value_t = 3600)]
     pub consumer_timeout_s: u64,
