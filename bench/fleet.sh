@@ -107,14 +107,15 @@ fi
 # 2. The fleet's operations alone (asset: a fixture image; record: one `worker run` wrote).
 if part ops; then
   RECORD=$(find "$WORK/run-out-1" -name '*.json' ! -name summary.json | head -1)
-  "$OPS" "$FIX/mllama-tiny/images/${IMAGES[0]}" "$RECORD" --bucket "$BUCKET" --jobs 500 --repeats 5 | python3 -c '
+  OPS_JSON=$("$OPS" "$FIX/mllama-tiny/images/${IMAGES[0]}" "$RECORD" --bucket "$BUCKET" --jobs 500 --repeats 5)
+  python3 - "$OPS_JSON" <<'PY'
 import json, sys
-ops = json.load(sys.stdin)
-print(f"fleet operations alone, ms/job (median of {ops[\"repeats\"]} runs of {ops[\"jobs\"]} jobs; asset "
-      f"{ops[\"asset_bytes\"]} B, record {ops[\"record_bytes\"]} B):")
+ops = json.loads(sys.argv[1])
+print(f"fleet operations alone, ms/job (median of {ops['repeats']} runs of {ops['jobs']} jobs; asset "
+      f"{ops['asset_bytes']} B, record {ops['record_bytes']} B):")
 for name in ("publish_ms", "deliver_ack_ms", "download_ms", "upload_ms", "total_ms"):
     print(f"  {name}: {ops[name]:.2f}")
-'
+PY
 fi
 
 # 3. enqueue rate: KEYS objects written straight into s3s-fs's folder, listed through S3, published.
@@ -133,14 +134,14 @@ PY
   MANY_ROUTE="bench-many-$$"
   QUEUES+=("vislingo.jobs.$MANY_ROUTE" "vislingo.jobs.$MANY_ROUTE.dead")
   echo "enqueue of $KEYS listed keys:"
-  "$DISPATCHER" enqueue "s3://$BUCKET/many/" --batch "many-$$" --tasks describe --model-route "image=$MANY_ROUTE" |
-    python3 -c '
+  REPORT=$("$DISPATCHER" enqueue "s3://$BUCKET/many/" --batch "many-$$" --tasks describe --model-route "image=$MANY_ROUTE")
+  python3 - "$REPORT" <<'PY'
 import json, sys
-r = json.load(sys.stdin)
+r = json.loads(sys.argv[1])
 print(json.dumps(r))
-print(f"  listing: {r[\"list_seconds\"]:.1f} s ({r[\"listed_objects\"] / r[\"list_seconds\"]:.0f} keys/s); record check: "
-      f"{r[\"check_seconds\"]:.2f} s; publishing: {r[\"publish_seconds\"]:.1f} s ({r[\"publish_per_second\"]:.0f} jobs/s)")
-'
+print(f"  listing: {r['list_seconds']:.1f} s ({r['listed_objects'] / r['list_seconds']:.0f} keys/s); record check: "
+      f"{r['check_seconds']:.2f} s; publishing: {r['publish_seconds']:.1f} s ({r['publish_per_second']:.0f} jobs/s)")
+PY
 fi
 
 # 4. status of a batch of STATUS_KEYS records written straight into s3s-fs's folder (every tenth an error record).
