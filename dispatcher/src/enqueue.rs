@@ -1,7 +1,13 @@
 //! `dispatcher enqueue s3://bucket/prefix`: checks the request, lists the source page by page, keeps images and
-//! videos (by extension, or by content type with `--sniff`), drops those whose record already settles the request
-//! (a result, or an error record unless `--retry-failed`; nothing is dropped with `--force`), writes the batch manifest, then publishes one persistent job per asset to its model's queue
-//! with pipelined publisher confirms. Prints one JSON line of counts on standard output.
+//! videos (by extension, or by content type with `--sniff`), drops those that already have a record in the batch
+//! (a result, or an error record unless `--retry-failed`; nothing is dropped with `--force`), writes the batch
+//! manifest, then publishes one persistent job per asset to its model's queue with pipelined publisher confirms.
+//! Prints one JSON line of counts on standard output.
+//!
+//! A batch answers one request: enqueueing an existing batch with other tasks or languages is refused (its
+//! records would answer two requests, and `status` counts records by their keys alone). Records are found by
+//! listing `results/<batch>/`, never by reading them. An asset that failed (error record) is not sent again
+//! unless `--retry-failed`, as `worker run` skips it unless `--retry-failed`.
 
 use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
@@ -16,7 +22,7 @@ use vislingo_fleet::{S3Args, S3Url, Storage};
 use vislingo_proto::topology::{self, RouteTopology};
 use vislingo_proto::{keys, lang, AssetKind, Job, Lang, BUILTIN_TASKS, JOB_SCHEMA_VERSION};
 
-use crate::manifest::{read_results, BatchManifest, MANIFEST_SCHEMA_VERSION};
+use crate::manifest::{list_records, BatchManifest, MANIFEST_SCHEMA_VERSION};
 use crate::unix_now;
 
 #[derive(Debug, Clone, Args)]
@@ -148,8 +154,12 @@ pub struct EnqueueReport {
     pub assets: u64,
     pub images: u64,
     pub videos: u64,
-    /// Assets whose record (result or error) already settles the request.
+    /// Assets whose record (result, or error without --retry-failed) already settles the request.
     pub skipped_done: u64,
+    /// Of those, the assets skipped for their error record (sent again with --retry-failed).
+    pub skipped_failed: u64,
+    /// Sniffed objects refused for a key ending with `.error` (it would shadow another asset's error record).
+    pub refused_keys: u64,
     pub enqueued: u64,
     pub dry_run: bool,
     pub list_seconds: f64,
@@ -162,10 +172,23 @@ pub async fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
     let request = check_request(&args)?;
     let storage = Storage::connect(&args.s3).await;
     let mut report = EnqueueReport { batch: request.batch.clone(), dry_run: args.dry_run, ..Default::default() };
+    let bucket = request.source.bucket.clone();
+    let previous = BatchManifest::read(&storage, &bucket, &request.batch).await?;
+    if let Some(previous) = &previous {
+        if previous.tasks != request.tasks || previous.langs != request.langs {
+            let codes = |langs: &[Lang]| langs.iter().map(|l| l.code()).collect::<Vec<_>>().join(",");
+            bail!(
+                "batch `{}` was enqueued for --tasks {} --langs {:?} and its records answer that request; \
+                 give another request another --batch name",
+                request.batch,
+                previous.tasks.join(","),
+                codes(&previous.langs)
+            );
+        }
+    }
 
     // List: page by page, keeping assets only.
     let started = Instant::now();
-    let bucket = request.source.bucket.clone();
     let prefix = request.source.prefix.clone();
     let mut found: Vec<Found> = Vec::new();
     let mut unknown: Vec<ObjectInfo> = Vec::new();
@@ -187,7 +210,16 @@ pub async fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
         .await
         .with_context(|| format!("cannot list {}", request.source))?;
     if args.sniff {
-        found.extend(sniff(&storage, &bucket, &prefix, unknown, args.storage_concurrency).await?);
+        let sniffed = sniff(&storage, &bucket, &prefix, unknown, args.storage_concurrency).await?;
+        for asset in sniffed {
+            match keys::check_asset_key(&asset.asset) {
+                Ok(()) => found.push(asset),
+                Err(problem) => {
+                    tracing::warn!(key = %asset.key, problem, "asset refused");
+                    report.refused_keys += 1;
+                }
+            }
+        }
     }
     report.list_seconds = started.elapsed().as_secs_f64();
     report.assets = found.len() as u64;
@@ -198,18 +230,13 @@ pub async fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
     // Skip what is already done.
     let started = Instant::now();
     if !args.force {
-        let done: HashSet<String> = read_results(&storage, &bucket, &request.batch, args.storage_concurrency)
-            .await
-            .context("cannot read the batch's existing results")?
-            .into_iter()
-            .filter(|(_, record)| match args.retry_failed {
-                true => record.answers(&request.tasks, &request.langs),
-                false => record.settles(&request.tasks, &request.langs),
-            })
-            .map(|(asset, _)| asset)
-            .collect();
+        let records = list_records(&storage, &bucket, &request.batch).await?;
         let before = found.len();
-        found.retain(|f| !done.contains(&f.asset));
+        found.retain(|f| {
+            let failed = records.failed.contains(&f.asset);
+            report.skipped_failed += (failed && !args.retry_failed) as u64;
+            !records.done.contains(&f.asset) && (args.retry_failed || !failed)
+        });
         report.skipped_done = (before - found.len()) as u64;
     }
     report.check_seconds = started.elapsed().as_secs_f64();
@@ -222,7 +249,6 @@ pub async fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
 
     // The manifest first: status and collect know the batch even while jobs are still being published.
     let now = unix_now();
-    let previous = crate::manifest::BatchManifest::read(&storage, &bucket, &request.batch).await?;
     let mut manifest = BatchManifest {
         schema_version: MANIFEST_SCHEMA_VERSION,
         batch: request.batch.clone(),
@@ -239,11 +265,6 @@ pub async fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
         updated_at: now,
         published: previous.as_ref().map_or(0, |p| p.published),
     };
-    if let Some(previous) = &previous {
-        if previous.tasks != manifest.tasks || previous.langs != manifest.langs {
-            tracing::warn!(batch = %request.batch, "the batch was enqueued before with other tasks or languages");
-        }
-    }
     manifest.write(&storage).await.context("cannot write the batch manifest")?;
 
     // Publish.

@@ -1,6 +1,10 @@
-//! `dispatcher status BATCH`: the batch's progress from its manifest, its result records and its queues: done,
-//! failed, pending (no record yet) and in flight (pending and no longer waiting in a queue), rate and ETA.
+//! `dispatcher status BATCH`: the batch's progress from its manifest, its records and its queues: done, failed,
+//! pending (no record yet) and in flight (pending and no longer waiting in a queue), rate and ETA.
 //! `--watch` redraws a progress bar until the batch is finished.
+//!
+//! Records are counted from a listing of their keys (result or error record, `vislingo_proto::keys`): one LIST
+//! request per 1000 assets and no GET, so a batch of millions is counted in minutes and in the memory of its
+//! failures only. Every record of a batch answers the batch's request: `enqueue` refuses another request for it.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,7 +16,7 @@ use vislingo_fleet::broker::{self, BrokerArgs};
 use vislingo_fleet::{S3Args, Storage};
 use vislingo_proto::topology;
 
-use crate::manifest::{read_results, BatchManifest};
+use crate::manifest::{count_records, BatchManifest};
 use crate::unix_now;
 
 #[derive(Debug, Clone, Args)]
@@ -31,7 +35,7 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long, env = "VISLINGO_JSON")]
     pub json: bool,
-    /// Storage requests in flight at once.
+    /// Storage requests in flight at once (the HEAD checks of a storage that lists out of key order).
     #[arg(long, env = "VISLINGO_STORAGE_CONCURRENCY", default_value_t = 32)]
     pub storage_concurrency: usize,
     #[command(flatten)]
@@ -46,11 +50,11 @@ pub struct BatchStatus {
     pub batch: String,
     /// Assets of the batch (images and videos listed at the last enqueue).
     pub assets: u64,
-    /// Records that answer the batch's request.
+    /// Assets with a result record.
     pub done: u64,
-    /// Error records.
+    /// Assets with an error record and no result record.
     pub failed: u64,
-    /// Assets without a record (or with a record for another request).
+    /// Assets without a record.
     pub pending: u64,
     /// Messages waiting in the batch's queues (all batches on those routes).
     pub queued: u64,
@@ -69,10 +73,8 @@ pub async fn look(args: &StatusArgs, storage: &Storage) -> Result<(BatchStatus, 
     let manifest = BatchManifest::read(storage, &args.bucket, &args.batch)
         .await?
         .with_context(|| format!("no batch `{}` in s3://{} (no manifest)", args.batch, args.bucket))?;
-    let records = read_results(storage, &args.bucket, &args.batch, args.storage_concurrency).await?;
-    let done = records.values().filter(|r| r.answers(&manifest.tasks, &manifest.langs)).count() as u64;
-    let failed =
-        records.values().filter(|r| r.error.is_some() && r.settles(&manifest.tasks, &manifest.langs)).count() as u64;
+    let counts = count_records(storage, &args.bucket, &args.batch, args.storage_concurrency).await?;
+    let (done, failed) = (counts.done, counts.failed);
     let pending = manifest.assets.saturating_sub(done + failed);
     let (mut queued, mut consumers, mut dead_lettered) = (0u64, 0u64, 0u64);
     match broker::connect(&args.broker.amqp_url).await {

@@ -229,16 +229,55 @@ impl Storage {
 
     /// Writes `bytes` as a JSON object (overwriting: results are idempotent).
     pub async fn put_json(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
-        self.client
+        self.put_json_with(bucket, key, bytes, &[]).await
+    }
+
+    /// Writes `bytes` as a JSON object with user metadata (`x-amz-meta-<name>`; names in lower case).
+    pub async fn put_json_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &[(&str, &str)],
+    ) -> Result<(), StorageError> {
+        let mut request = self
+            .client
             .put_object()
             .bucket(bucket)
             .key(key)
             .content_type("application/json")
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|error| StorageError::from_sdk(error, "put", bucket, key))?;
+            .body(ByteStream::from(bytes));
+        for (name, value) in metadata {
+            request = request.metadata(*name, *value);
+        }
+        request.send().await.map_err(|error| StorageError::from_sdk(error, "put", bucket, key))?;
         Ok(())
+    }
+
+    /// The object's user metadata (names in lower case, without `x-amz-meta-`); `None` when there is no object.
+    pub async fn head_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<std::collections::HashMap<String, String>>, StorageError> {
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(output) => Ok(Some(output.metadata().cloned().unwrap_or_default())),
+            Err(error) => match StorageError::from_sdk(error, "head", bucket, key) {
+                StorageError::NotFound { .. } => Ok(None),
+                error => Err(error),
+            },
+        }
+    }
+
+    /// Deletes the object; a missing one is fine.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
+        match self.client.delete_object().bucket(bucket).key(key).send().await {
+            Ok(_) => Ok(()),
+            Err(error) => match StorageError::from_sdk(error, "delete", bucket, key) {
+                StorageError::NotFound { .. } => Ok(()),
+                error => Err(error),
+            },
+        }
     }
 
     /// Writes raw bytes (tests and tools).

@@ -54,6 +54,11 @@ impl Job {
         keys::result_key(&self.batch, &self.asset)
     }
 
+    /// Where the worker writes this job's record of `kind` (result or error).
+    pub fn record_key(&self, kind: keys::RecordKind) -> String {
+        keys::record_key(&self.batch, &self.asset, kind)
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a job always serializes")
     }
@@ -77,6 +82,7 @@ impl Job {
         if job.tasks.is_empty() {
             return Err(invalid("no tasks".to_string()));
         }
+        keys::check_asset_key(&job.asset).map_err(invalid)?;
         Ok(job)
     }
 }
@@ -107,6 +113,7 @@ mod tests {
         let job = job();
         assert_eq!(Job::from_json(&job.to_json()).unwrap(), job);
         assert_eq!(job.result_key(), "results/b1/trips/beach.jpg.json");
+        assert_eq!(job.record_key(keys::RecordKind::Error), "results/b1/trips/beach.jpg.error.json");
     }
 
     #[test]
@@ -121,5 +128,7 @@ mod tests {
         assert!(matches!(Job::from_json(&bad_batch.to_json()), Err(JobError::Invalid { .. })));
         let no_tasks = Job { tasks: vec![], ..job() };
         assert!(Job::from_json(&no_tasks.to_json()).unwrap_err().to_string().contains("no tasks"));
+        let shadowing = Job { asset: "a.jpg.error".into(), ..job() };
+        assert!(matches!(Job::from_json(&shadowing.to_json()), Err(JobError::Invalid { .. })));
     }
 }

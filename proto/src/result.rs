@@ -133,6 +133,17 @@ impl AssetResult {
             && &self.request == request
     }
 
+    /// Whether this record, complete or an error record, is the outcome of processing with `model` for `request`:
+    /// `worker run` skips such an asset on a re-run (an error record only without `--retry-failed`).
+    pub fn settles_run(&self, model: &str, request: &ResultRequest) -> bool {
+        self.schema_version == RESULT_SCHEMA_VERSION && self.model == model && &self.request == request
+    }
+
+    /// Which of the asset's two records this is (where it is written).
+    pub fn record_kind(&self) -> crate::keys::RecordKind {
+        crate::keys::RecordKind::of(self.error.is_some())
+    }
+
     /// Whether this record answers a job asking for `tasks` and `langs` completely, whichever model and translator
     /// wrote it (they are the workers' choice, unknown to the dispatcher): the dispatcher's skip test.
     pub fn answers(&self, tasks: &[String], langs: &[Lang]) -> bool {
@@ -205,6 +216,10 @@ mod tests {
         let failed =
             AssetResult { error: Some(AssetError { stage: "decode".into(), message: "x".into() }), ..result() };
         assert!(!failed.satisfies("m", &r.request));
+        assert!(failed.settles_run("m", &r.request));
+        assert!(!failed.settles_run("other", &r.request));
+        assert_eq!(failed.record_kind(), crate::keys::RecordKind::Error);
+        assert_eq!(r.record_kind(), crate::keys::RecordKind::Result);
     }
 
     #[test]

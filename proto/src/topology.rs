@@ -22,6 +22,9 @@ pub const DEAD_LETTER_EXCHANGE: &str = "vislingo.jobs.dlx";
 pub const DELIVERY_LIMIT: i64 = 5;
 /// Header a worker sets on a job it dead-letters: why (`decode: ...`, `invalid job: ...`).
 pub const REASON_HEADER: &str = "x-vislingo-reason";
+/// Header a worker sets on a job it gives back unrun by republishing it: the deliveries it had so far (the queue's
+/// own `x-delivery-count` starts again at 0 for the copy). A job's deliveries are this plus `x-delivery-count`.
+pub const DELIVERIES_HEADER: &str = "x-vislingo-deliveries";
 /// The route of the image model (Llama 3.2 Vision) unless `--model-route image=...` says otherwise.
 pub const DEFAULT_IMAGE_ROUTE: &str = "mllama";
 /// The route of the video model (LLaVA-NeXT-Video) unless `--model-route video=...` says otherwise.

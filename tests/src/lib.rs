@@ -142,6 +142,76 @@ impl WorkerProcess {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The exit status once the process has ended, `None` while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits for the process to end (panics after `timeout`, with its logs).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the worker did not exit within {timeout:?}:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The address of its /metrics, /healthz and /readyz, from its `http listening` log line (waits for it).
+    pub fn http_address(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let logs = self.logs();
+            if let Some(address) = log_lines(&logs)
+                .find(|line| line["fields"]["message"] == "http listening")
+                .and_then(|line| line["fields"]["address"].as_str().map(str::to_string))
+            {
+                return address;
+            }
+            assert!(Instant::now() < deadline, "no `http listening` line:\n{logs}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `(message, job id)` of every JSON log line about a job.
+    pub fn job_events(&self) -> Vec<(String, String)> {
+        let logs = self.logs();
+        log_lines(&logs)
+            .filter_map(|line| {
+                let message = line["fields"]["message"].as_str()?.to_string();
+                let job = line["span"]["job_id"].as_str()?.to_string();
+                Some((message, job))
+            })
+            .collect()
+    }
+}
+
+/// The JSON lines of a log (others, such as panics, are skipped).
+pub fn log_lines(logs: &str) -> impl Iterator<Item = serde_json::Value> + '_ {
+    logs.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+}
+
+/// `GET path` from `address`: the status code and the body.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// The value of the Prometheus sample `series` (`name` or `name{label="value"}`) in a /metrics text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl Drop for WorkerProcess {
@@ -212,9 +282,14 @@ impl Fleet {
 
     /// Runs the dispatcher with `args`; panics unless it succeeds.
     pub fn dispatcher(&self, args: &[&str]) -> Output {
-        let output = self.command(&self.bins.dispatcher).args(args).env("RUST_LOG", "warn").output().unwrap();
+        let output = self.dispatcher_unchecked(args);
         assert!(output.status.success(), "dispatcher {args:?}:\n{}", String::from_utf8_lossy(&output.stderr));
         output
+    }
+
+    /// Runs the dispatcher with `args`, whatever its exit status.
+    pub fn dispatcher_unchecked(&self, args: &[&str]) -> Output {
+        self.command(&self.bins.dispatcher).args(args).env("RUST_LOG", "warn").output().unwrap()
     }
 
     /// `dispatcher enqueue s3://<bucket>/in/` for this fleet's batch and routes; the JSON report.
@@ -252,10 +327,24 @@ impl Fleet {
         max_new_tokens: usize,
         extra: &[&std::ffi::OsStr],
     ) -> WorkerProcess {
+        self.spawn_worker_env(name, route, model, max_new_tokens, extra, &[])
+    }
+
+    /// [`Fleet::spawn_worker_with`] with environment variables (`VISLINGO_TEST_FAULTS`, ...).
+    pub fn spawn_worker_env(
+        &self,
+        name: &str,
+        route: &str,
+        model: &Path,
+        max_new_tokens: usize,
+        extra: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let log = self.work.path().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = self
             .command(&self.bins.worker)
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--route", route, "--listen", "127.0.0.1:0", "--batch-size", "4"])
             .args(["--retry-max-delay-s", "1", "--log-format", "json", "--greedy"])
@@ -273,21 +362,36 @@ impl Fleet {
         WorkerProcess { child, log }
     }
 
-    /// Every record of the batch, by asset; `None` while storage does not answer.
-    pub fn try_records(&self) -> Option<BTreeMap<String, AssetResult>> {
+    /// Every record key of the batch (results and error records); `None` while storage does not answer.
+    pub fn try_record_keys(&self) -> Option<Vec<String>> {
         self.runtime.block_on(async {
             let mut found = Vec::new();
             self.storage
-                .list(&self.bucket, &keys::results_prefix(&self.batch), |page| found.extend(page))
+                .list(&self.bucket, &keys::results_prefix(&self.batch), |page| {
+                    found.extend(page.into_iter().map(|o| o.key))
+                })
                 .await
                 .ok()?;
-            let mut records = BTreeMap::new();
-            for object in found {
-                let bytes = self.storage.get(&self.bucket, &object.key, 1 << 26).await.ok()?;
+            Some(found)
+        })
+    }
+
+    /// Every record of the batch, by asset (its result, or else its error record); `None` while storage does not
+    /// answer. Each record sits under the key of its kind.
+    pub fn try_records(&self) -> Option<BTreeMap<String, AssetResult>> {
+        let found = self.try_record_keys()?;
+        self.runtime.block_on(async {
+            let mut records: BTreeMap<String, AssetResult> = BTreeMap::new();
+            for key in found {
+                let (asset, kind) = keys::parse_record_key(&self.batch, &key).expect("a record key");
+                if kind == keys::RecordKind::Error && records.contains_key(asset) {
+                    continue;
+                }
+                let bytes = self.storage.get(&self.bucket, &key, 1 << 26).await.ok()?;
                 let record: AssetResult = serde_json::from_slice(&bytes).expect("records are valid JSON");
-                let asset = keys::asset_of_result_key(&self.batch, &object.key).expect("a result key").to_string();
-                assert_eq!(record.asset, asset, "{} holds the record of {}", object.key, record.asset);
-                records.insert(asset, record);
+                assert_eq!(record.asset, asset, "{key} holds the record of {}", record.asset);
+                assert_eq!(record.record_kind(), kind, "{key}: a record under the key of the other kind");
+                records.insert(asset.to_string(), record);
             }
             Some(records)
         })

@@ -134,12 +134,46 @@ fn a_mixed_batch_through_two_workers_gets_one_record_per_asset_and_a_rerun_enque
     let chunk = std::fs::read_to_string(html.join("data/chunk-0000.js")).unwrap();
     assert!(chunk.contains("not a picture the gallery can decode"), "corrupt assets get a placeholder saying why");
 
+    // Done and failed are told apart by key: one record per asset, under the key of its kind.
+    let keys = fleet.try_record_keys().unwrap();
+    assert_eq!(keys.len(), 204, "one record per asset");
+    assert_eq!(keys.iter().filter(|k| k.ends_with(".error.json")).count(), 24);
+
     // A re-run sends only what has no record: the videos, which no worker serves yet.
     let rerun = fleet.enqueue(TASKS, LANGS, &[]);
     assert_eq!(rerun["skipped_done"], 204, "{rerun}");
+    assert_eq!(rerun["skipped_failed"], 24, "{rerun}");
     assert_eq!(rerun["enqueued"], 6, "{rerun}");
-    // Other tasks are another request: everything goes again.
-    let other = fleet.enqueue("describe", LANGS, &["--dry-run"]);
+    // --retry-failed sends the failed assets again (dry run: nothing is sent).
+    let retry = fleet.enqueue(TASKS, LANGS, &["--retry-failed", "--dry-run"]);
+    assert_eq!(retry["enqueued"], 30, "{retry}");
+    // A batch answers one request: other tasks are refused for it, and go as another batch.
+    let source = format!("s3://{}/in/", fleet.bucket);
+    let refused = fleet.dispatcher_unchecked(&[
+        "enqueue",
+        &source,
+        "--batch",
+        &fleet.batch,
+        "--tasks",
+        "describe",
+        "--langs",
+        LANGS,
+        "--dry-run",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("another --batch"), "{refused:?}");
+    let other = fleet.dispatcher(&[
+        "enqueue",
+        &source,
+        "--batch",
+        &format!("{}-other", fleet.batch),
+        "--tasks",
+        "describe",
+        "--langs",
+        LANGS,
+        "--dry-run",
+    ]);
+    let other: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap();
     assert_eq!(other["enqueued"], 210, "{other}");
 }
 
@@ -289,9 +323,12 @@ fn the_fleets_records_equal_worker_runs_for_the_same_folder() {
     let worker = fleet.spawn_worker("a", 6);
     let records = fleet.wait_for_records(keys.len(), PATIENCE, &[&worker]);
     for key in &keys {
-        let local: AssetResult =
-            serde_json::from_slice(&std::fs::read(out.join(format!("{key}.json"))).unwrap()).unwrap();
+        // The same layout: `<key>.json` for a result, `<key>.error.json` for an error, as in the bucket.
+        let kind = records[key].record_kind();
+        let local = out.join(vislingo_proto::keys::record_file(key, kind));
+        let local: AssetResult = serde_json::from_slice(&std::fs::read(&local).unwrap()).unwrap();
         assert_eq!(meaningful(&records[key]), meaningful(&local), "{key}");
+        assert!(!out.join(vislingo_proto::keys::record_file(key, kind.other())).exists(), "{key}: two records");
     }
     assert!(Path::new(&out).join("summary.json").exists());
 }

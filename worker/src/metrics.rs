@@ -28,7 +28,7 @@ pub struct Metrics {
     /// Deliveries taken and not yet settled.
     pub in_flight: IntGauge,
     pub model_load_seconds: Gauge,
-    /// Storage operations retried after a transient failure, by operation (get, put).
+    /// Storage operations retried after a transient failure, by operation (get, put, head, delete).
     pub storage_retries: IntCounterVec,
     /// Jobs this worker dead-lettered, by the stage that failed.
     pub dead_letters: IntCounterVec,

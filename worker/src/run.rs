@@ -3,7 +3,9 @@
 //!
 //! # Output
 //!
-//! - `<out>/<asset key>.json`: the asset's [`AssetResult`]; sub-folders mirror the source folder. Every file is
+//! - `<out>/<asset key>.json`: the asset's [`AssetResult`]; sub-folders mirror the source folder. An asset that
+//!   failed gets `<out>/<asset key>.error.json` instead (the same record, with its `error`), as the fleet writes
+//!   `results/<batch>/...` (`vislingo_proto::keys`): writing one removes the other. Every file is
 //!   written as `<name>.tmp-<pid>` in its folder, fsynced and renamed, so no reader ever sees half a file; a
 //!   `.tmp-<pid>` file left by a killed run is removed by the next run once that process is gone.
 //! - `<out>/summary.json`: a [`Summary`] of the run, written at the end, also after Ctrl-C.
@@ -19,13 +21,16 @@
 //! # Resume
 //!
 //! An asset whose record parses and [`AssetResult::satisfies`] this run's model and request (tasks, languages,
-//! translator) is skipped unless `--force`. Error records never satisfy, so failures are retried. Sampling and
+//! translator) is skipped unless `--force`. An asset whose error record [`AssetResult::settles_run`] (it failed
+//! with this model and request) is skipped too unless `--retry-failed`, as `dispatcher enqueue` does: a corrupt
+//! file is not decoded again on every run, and the run still exits with status 1 for it. Sampling and
 //! `--max-new-tokens` are not part of the request: changing only those reprocesses nothing. The models are
 //! loaded only when something is left to process.
 //!
 //! # Exit status
 //!
-//! 0: every asset succeeded or was already done; 1: some failed (everything else is still written); 2: setup
+//! 0: every asset succeeded or was already done; 1: some failed, in this run or before (everything else is still
+//! written); 2: setup
 //! error (bad flags, folder, model); 130: interrupted by Ctrl-C. See [`exit_code`].
 //!
 //! # Article layout
@@ -75,6 +80,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use vislingo_proto::asset::{list_folder, Asset};
+use vislingo_proto::keys::{self, RecordKind};
 use vislingo_proto::result::{AssetError, ResultRequest, Timings, RESULT_SCHEMA_VERSION};
 use vislingo_proto::{lang, AssetKind, AssetResult, Lang};
 
@@ -110,6 +116,9 @@ pub struct RunArgs {
     /// Process assets again even when their record answers this request.
     #[arg(long, env = "VISLINGO_FORCE")]
     pub force: bool,
+    /// Process again the assets that failed with this model and request (by default their error record stands).
+    #[arg(long, env = "VISLINGO_RETRY_FAILED")]
+    pub retry_failed: bool,
     /// `records`: one file per asset and summary.json; `article`: also results_article.json.
     #[arg(long, env = "VISLINGO_LAYOUT", value_enum, default_value_t = Layout::Records)]
     pub layout: Layout,
@@ -173,6 +182,9 @@ pub struct Summary {
     pub interrupted: bool,
     /// Assets of this run that failed, in key order.
     pub failed_assets: Vec<FailedAsset>,
+    /// Assets skipped for their error record from an earlier run, in key order.
+    #[serde(default)]
+    pub previously_failed_assets: Vec<FailedAsset>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -187,6 +199,10 @@ pub struct AssetCounts {
     pub failed: usize,
     /// Skipped because their record already answers this request.
     pub skipped_done: usize,
+    /// Skipped because they failed before with this model and request (their error record stands; --retry-failed
+    /// processes them again).
+    #[serde(default)]
+    pub skipped_failed: usize,
     /// Left unprocessed by an interruption.
     pub remaining: usize,
 }
@@ -295,19 +311,24 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Complete records of this run's assets, for the article layout.
     let mut done: BTreeMap<String, AssetResult> = BTreeMap::new();
     let mut pending: Vec<&Asset> = Vec::new();
+    let mut previously_failed: Vec<FailedAsset> = Vec::new();
     for asset in &plan.assets {
         match asset.kind {
             AssetKind::Image => counts.images += 1,
             AssetKind::Video => counts.videos += 1,
         }
         match (!args.force).then(|| plan.existing_record(&asset.key)).flatten() {
-            Some(record) => {
+            Some(Existing::Done(record)) => {
                 counts.skipped_done += 1;
                 if args.layout == Layout::Article {
                     done.insert(asset.key.clone(), record);
                 }
             }
-            None => pending.push(asset),
+            Some(Existing::Failed(error)) if !args.retry_failed => {
+                counts.skipped_failed += 1;
+                previously_failed.push(error);
+            }
+            Some(Existing::Failed(_)) | None => pending.push(asset),
         }
     }
     tracing::info!(
@@ -315,6 +336,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         images = counts.images,
         videos = counts.videos,
         done = counts.skipped_done,
+        failed_before = counts.skipped_failed,
         pending = pending.len(),
         "run planned"
     );
@@ -391,8 +413,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     counts.processed = tally.processed;
     counts.failed = tally.failed.len();
     counts.succeeded = tally.processed - tally.failed.len();
-    counts.remaining = (counts.images + counts.videos) - counts.skipped_done - tally.processed;
-    let summary = plan.summary(&args, decode.as_ref(), started, load_s, counts, tally);
+    counts.remaining = (counts.images + counts.videos) - counts.skipped_done - counts.skipped_failed - tally.processed;
+    let mut summary = plan.summary(&args, decode.as_ref(), started, load_s, counts, tally);
+    summary.previously_failed_assets = previously_failed;
     write_json_atomic(&args.out.join(SUMMARY_FILE), &summary, b"  ")
         .with_context(|| format!("cannot write {}", args.out.join(SUMMARY_FILE).display()))?;
     if args.layout == Layout::Article {
@@ -427,6 +450,16 @@ pub fn run(args: RunArgs) -> Result<()> {
             "{} of {} assets failed; their errors are in {}",
             counts.failed,
             counts.processed,
+            summary_path.display()
+        );
+        return Err(Exit::error(1, error));
+    }
+    if counts.skipped_failed > 0 {
+        let summary_path = args.out.join(SUMMARY_FILE);
+        let error = anyhow::anyhow!(
+            "{} assets failed in an earlier run and were skipped (--retry-failed runs them again); their errors \
+             are in {}",
+            counts.skipped_failed,
             summary_path.display()
         );
         return Err(Exit::error(1, error));
@@ -533,22 +566,31 @@ impl Plan {
         })
     }
 
-    fn record_path(&self, key: &str) -> PathBuf {
-        self.out.join(format!("{key}.json"))
+    fn record_path(&self, key: &str, kind: RecordKind) -> PathBuf {
+        self.out.join(keys::record_file(key, kind))
     }
 
-    /// The asset's existing record when it answers this run's request.
-    fn existing_record(&self, key: &str) -> Option<AssetResult> {
-        let path = self.record_path(key);
+    fn read_record(&self, key: &str, kind: RecordKind) -> Option<AssetResult> {
+        let path = self.record_path(key, kind);
         let bytes = fs::read(&path).ok()?;
-        match serde_json::from_slice::<AssetResult>(&bytes) {
-            Ok(record) if record.satisfies(&self.model_name, &self.request) => Some(record),
-            Ok(_) => None,
-            Err(error) => {
-                tracing::debug!(path = %path.display(), %error, "unreadable record, processing again");
-                None
-            }
+        serde_json::from_slice::<AssetResult>(&bytes)
+            .map_err(|error| tracing::debug!(path = %path.display(), %error, "unreadable record, processing again"))
+            .ok()
+    }
+
+    /// The asset's existing record when it settles this run's model and request: its result, or else its error.
+    fn existing_record(&self, key: &str) -> Option<Existing> {
+        let result = self.read_record(key, RecordKind::Result);
+        if let Some(record) = result.filter(|r| r.settles_run(&self.model_name, &self.request)) {
+            // A record of the layout before error records had their own file may hold an error.
+            return Some(match record.error.is_some() {
+                false => Existing::Done(record),
+                true => Existing::Failed(failed_asset(&record)),
+            });
         }
+        let error = self.read_record(key, RecordKind::Error)?;
+        (error.error.is_some() && error.settles_run(&self.model_name, &self.request))
+            .then(|| Existing::Failed(failed_asset(&error)))
     }
 
     /// The checkpoint's decoding with the command's flags applied.
@@ -612,13 +654,23 @@ impl Plan {
         }
     }
 
-    /// Writes the record; one that cannot be written comes back as a `write` error (it is not on disk).
+    /// Writes the record (result or error file), then removes the asset's record of the other kind; one that
+    /// cannot be written comes back as a `write` error (it is not on disk).
     fn write_record(&self, mut record: AssetResult) -> AssetResult {
-        let path = self.record_path(&record.asset);
+        let kind = record.record_kind();
+        let path = self.record_path(&record.asset, kind);
         if let Err(error) = write_json_atomic(&path, &record, b"  ") {
             let message = format!("{}: cannot write {}: {error}", record.asset, path.display());
             tracing::warn!(asset = %record.asset, stage = "write", error = %message, "asset failed");
             record.error = Some(AssetError { stage: "write".to_string(), message });
+            return record;
+        }
+        let other = self.record_path(&record.asset, kind.other());
+        match fs::remove_file(&other) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(path = %other.display(), %error, "stale record not removed")
+            }
+            _ => {}
         }
         record
     }
@@ -659,8 +711,24 @@ impl Plan {
             bytes_processed: tally.bytes,
             interrupted: assets.remaining > 0,
             failed_assets: tally.failed,
+            previously_failed_assets: Vec::new(),
             assets,
         }
+    }
+}
+
+/// An asset's record that settles the run's request.
+enum Existing {
+    Done(AssetResult),
+    Failed(FailedAsset),
+}
+
+fn failed_asset(record: &AssetResult) -> FailedAsset {
+    let error = record.error.as_ref();
+    FailedAsset {
+        asset: record.asset.clone(),
+        stage: error.map_or_else(String::new, |e| e.stage.clone()),
+        message: error.map_or_else(String::new, |e| e.message.clone()),
     }
 }
 

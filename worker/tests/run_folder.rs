@@ -84,20 +84,20 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Every record under `out` by asset key, as raw bytes.
+/// Every record under `out` (`<key>.json` or `<key>.error.json`) by asset key, as raw bytes; an asset has one.
 fn record_bytes(out: &Path) -> BTreeMap<String, Vec<u8>> {
-    files_under(out)
-        .into_iter()
-        .filter(|path| {
-            let name = path.file_name().unwrap().to_str().unwrap();
-            // Temporaries of a run still writing are not records yet.
-            name.ends_with(".json") && !["summary.json", "results_article.json"].contains(&name)
-        })
-        .map(|path| {
-            let key = path.strip_prefix(out).unwrap().to_str().unwrap().strip_suffix(".json").unwrap().to_string();
-            (key, std::fs::read(&path).unwrap())
-        })
-        .collect()
+    let mut records = BTreeMap::new();
+    for path in files_under(out) {
+        let relative = path.strip_prefix(out).unwrap().to_str().unwrap();
+        // Temporaries of a run still writing are not records yet.
+        if ["summary.json", "results_article.json"].contains(&relative) {
+            continue;
+        }
+        let Some((key, _)) = vislingo_proto::keys::parse_record_file(relative) else { continue };
+        let previous = records.insert(key.to_string(), std::fs::read(&path).unwrap());
+        assert!(previous.is_none(), "{key} has both a result and an error record");
+    }
+    records
 }
 
 fn records(out: &Path) -> BTreeMap<String, Value> {
@@ -217,13 +217,28 @@ fn every_image_gets_a_record_and_the_corrupt_file_an_error_record_with_exit_stat
 }
 
 #[test]
-fn a_second_run_skips_done_images_retries_failed_ones_and_leaves_records_untouched() {
+fn a_second_run_skips_done_and_failed_assets_retries_failed_ones_when_asked_and_leaves_records_untouched() {
     let input = input_folder();
     let out = tempfile::tempdir().unwrap();
     assert_status(&run(input.path(), out.path(), &[]), 1);
     let first = record_bytes(out.path());
+    assert!(out.path().join("broken.jpg.error.json").exists(), "a failed asset has an error record");
+    assert!(!out.path().join("broken.jpg.json").exists());
 
-    assert_status(&run(input.path(), out.path(), &[]), 1);
+    // The error record stands, as in the fleet: nothing is processed, and the run still reports the failure.
+    let output = run(input.path(), out.path(), &[]);
+    assert_status(&output, 1);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("1 assets failed in an earlier run"));
+    assert_eq!(record_bytes(out.path()), first, "nothing was rewritten");
+    let summary_json = summary(out.path());
+    let assets = &summary_json["assets"];
+    assert_eq!((assets["skipped_done"].as_u64(), assets["skipped_failed"].as_u64()), (Some(4), Some(1)));
+    assert_eq!((assets["processed"].as_u64(), assets["failed"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(summary_json["previously_failed_assets"][0]["asset"], "broken.jpg");
+    assert_eq!(summary_json["previously_failed_assets"][0]["stage"], "decode");
+
+    // --retry-failed runs it again; a file that now decodes replaces its error record with a result.
+    assert_status(&run(input.path(), out.path(), &["--retry-failed"]), 1);
     let second = record_bytes(out.path());
     for image in IMAGES {
         assert_eq!(first[image], second[image], "{image} was rewritten");
@@ -231,8 +246,13 @@ fn a_second_run_skips_done_images_retries_failed_ones_and_leaves_records_untouch
     let assets = summary(out.path())["assets"].clone();
     assert_eq!((assets["skipped_done"].as_u64(), assets["processed"].as_u64()), (Some(4), Some(1)));
     assert_eq!(assets["failed"].as_u64(), Some(1));
+    std::fs::copy(input.path().join("gray.png"), input.path().join("broken.jpg")).unwrap();
+    assert_status(&run(input.path(), out.path(), &["--retry-failed"]), 0);
+    assert!(out.path().join("broken.jpg.json").exists());
+    assert!(!out.path().join("broken.jpg.error.json").exists(), "the result replaced the error record");
 
     std::fs::remove_file(input.path().join("broken.jpg")).unwrap();
+    std::fs::remove_file(out.path().join("broken.jpg.json")).unwrap();
     let started = Instant::now();
     assert_status(&run(input.path(), out.path(), &[]), 0);
     for image in IMAGES {

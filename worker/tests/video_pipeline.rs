@@ -212,9 +212,11 @@ fn records(out: &Path) -> BTreeMap<String, Value> {
             let name = path.file_name().unwrap().to_str().unwrap().to_string();
             if path.is_dir() {
                 pending.push(path);
-            } else if name.ends_with(".json") && !["summary.json", "results_article.json"].contains(&name.as_str()) {
-                let key = path.strip_prefix(out).unwrap().to_str().unwrap().strip_suffix(".json").unwrap().to_string();
-                records.insert(key, read_json(&path));
+            } else if !["summary.json", "results_article.json"].contains(&name.as_str()) {
+                let relative = path.strip_prefix(out).unwrap().to_str().unwrap();
+                if let Some((key, _)) = vislingo_proto::keys::parse_record_file(relative) {
+                    assert!(records.insert(key.to_string(), read_json(&path)).is_none(), "{key}: two records");
+                }
             }
         }
     }
@@ -292,9 +294,14 @@ fn run_with_the_video_model_writes_one_record_per_asset_names_bad_videos_and_res
         (Some(2), Some(1))
     );
 
-    // Resume: done assets are skipped and left untouched, the bad videos are retried.
+    // Resume: done assets are skipped and left untouched, the bad videos too unless --retry-failed.
     let before = std::fs::read(out.join("clip.mp4.json")).unwrap();
     assert_status(&run(&llava(), input.path(), &out, &[]), 1);
+    assert_eq!(std::fs::read(out.join("clip.mp4.json")).unwrap(), before);
+    let assets = read_json(&out.join("summary.json"))["assets"].clone();
+    assert_eq!((assets["skipped_done"].as_u64(), assets["skipped_failed"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(assets["processed"].as_u64(), Some(0));
+    assert_status(&run(&llava(), input.path(), &out, &["--retry-failed"]), 1);
     assert_eq!(std::fs::read(out.join("clip.mp4.json")).unwrap(), before);
     let assets = read_json(&out.join("summary.json"))["assets"].clone();
     assert_eq!((assets["skipped_done"].as_u64(), assets["processed"].as_u64()), (Some(3), Some(2)));
@@ -320,7 +327,10 @@ fn run_with_the_image_model_gives_videos_an_error_record_without_loading_the_mod
 
     assert_status(&run(&mllama, input.path(), &out, &[]), 1);
     let summary = read_json(&out.join("summary.json"));
-    assert_eq!((summary["assets"]["skipped_done"].as_u64(), summary["assets"]["failed"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (summary["assets"]["skipped_done"].as_u64(), summary["assets"]["skipped_failed"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(summary["model_load_time_sec"].as_f64(), Some(0.0), "a video error record needs no model");
 }
 

@@ -134,6 +134,9 @@ fn model_thread(
         return;
     }
     while let Ok(request) = receiver.recv() {
+        for item in &request.items {
+            super::fault::at(super::fault::FaultPoint::BeforePipeline, &item.asset.key);
+        }
         let records = run_batch(&chat, translator.as_ref(), &base, request.items);
         let _ = request.reply.send(records);
     }

@@ -8,12 +8,26 @@
 //! - Permanent failures (undecodable or missing asset, invalid job) write an error record, then the job is
 //!   dead-lettered with its reason. A job redelivered `DELIVERY_LIMIT - 1` times (it crashed or stalled workers)
 //!   gets a `poison` error record and is dead-lettered; the quorum queue's delivery limit is the last guard.
-//! - The prefetch equals the batch size, so a delivery waits in the worker only while its own batch runs: the
-//!   broker's `consumer_timeout` (30 min by default) must exceed one batch's time, which `--max-new-tokens` bounds.
-//! - SIGTERM: stop consuming, finish the batch in hand (a storage retry in progress gives up and requeues), give
-//!   back the rest, close.
+//! - A redelivered job is a suspect (the worker that had it may have crashed on it): it runs alone with nothing
+//!   else in hand (the consumer is cancelled, the other deliveries in hand are given back by republishing them
+//!   with their delivery count in `x-vislingo-deliveries`, since a requeue would count as one more delivery, and
+//!   consuming resumes once the suspect is settled), so that a poison job never takes the jobs that happened to
+//!   be in hand with it to their delivery limit. First, the record it may have
+//!   written before its ack was lost (crash, lost broker, consumer timeout) is looked up by the job id stored in
+//!   the record's metadata (`x-amz-meta-vislingo-job`): if there, the job is settled by it without running again.
+//! - A pipeline call that runs past `--batch-timeout-s` means a stalled model: the worker exits with an error
+//!   (its deliveries go back to the queue, each counted as one delivery) for its supervisor to restart it.
+//! - Consumer timeout: the prefetch equals the batch size, so a delivery waits in the worker only while its own
+//!   batch runs, which `--batch-timeout-s` bounds. The consumer asks for `x-consumer-timeout`
+//!   (`--consumer-timeout-s`, above the batch timeout; RabbitMQ 3.11.15 and later honour it, older brokers apply
+//!   their global `consumer_timeout`, 30 min by default). Should the broker still close the channel, the job's
+//!   record is found on redelivery and the job is not run twice.
+//! - SIGTERM: cancel the consumer at once (the broker sends nothing more), finish the batch in hand (a storage
+//!   retry in progress gives up and requeues), settle it, close the channel (anything else still unacked goes
+//!   back to the queue) and exit 0.
 
 pub mod engine;
+pub mod fault;
 pub mod http;
 pub mod outcome;
 pub mod shutdown;
@@ -32,10 +46,12 @@ use tracing::Instrument;
 use vislingo_fleet::broker::{self, BrokerArgs};
 use vislingo_fleet::storage::{with_retries, StorageError};
 use vislingo_fleet::{S3Args, Storage};
-use vislingo_proto::topology::{RouteTopology, DEFAULT_IMAGE_ROUTE, DELIVERY_LIMIT};
+use vislingo_proto::keys::RecordKind;
+use vislingo_proto::topology::{RouteTopology, DEFAULT_IMAGE_ROUTE, DELIVERIES_HEADER, DELIVERY_LIMIT};
 use vislingo_proto::{AssetKind, AssetResult, Job};
 
 use self::engine::{Engine, EngineItem};
+use self::fault::FaultPoint;
 use self::http::Readiness;
 use self::outcome::{settle, Outcome};
 use self::shutdown::Shutdown;
@@ -66,6 +82,14 @@ pub struct ServeArgs {
     /// Longest pause between two storage retries, in seconds.
     #[arg(long, env = "VISLINGO_RETRY_MAX_DELAY_S", default_value_t = 5.0)]
     pub retry_max_delay_s: f64,
+    /// Seconds one pipeline call may run; past it the model is deemed stalled and the worker exits (status 1) for
+    /// its supervisor to restart it. Keep it below the broker's consumer timeout.
+    #[arg(long, env = "VISLINGO_BATCH_TIMEOUT_S", default_value_t = 1500.0)]
+    pub batch_timeout_s: f64,
+    /// The consumer's acknowledgement timeout asked of the broker (`x-consumer-timeout`, RabbitMQ 3.11.15+; older
+    /// brokers use their global `consumer_timeout`); must exceed --batch-timeout-s. 0: ask nothing.
+    #[arg(long, env = "VISLINGO_CONSUMER_TIMEOUT_S", default_value_t = 3600)]
+    pub consumer_timeout_s: u64,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -73,6 +97,19 @@ pub struct ServeArgs {
     /// The model, its decoding and the translator (`--langs` is ignored: languages come with each job).
     #[command(flatten)]
     pub vision: VisionArgs,
+}
+
+/// Metadata of a record naming the job that wrote it (`x-amz-meta-vislingo-job`).
+pub const JOB_METADATA: &str = "vislingo-job";
+
+/// Why the worker stops on its own: its supervisor is to start it again.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "a batch of {jobs} jobs ran past --batch-timeout-s {seconds} s: the model thread is stalled; exiting so that \
+         the worker is restarted (the jobs go back to the queue)"
+    )]
+    Stalled { jobs: usize, seconds: f64 },
 }
 
 /// Runs the service until SIGTERM or Ctrl-C.
@@ -97,6 +134,20 @@ struct Worker {
 
 async fn serve_async(args: ServeArgs) -> Result<()> {
     let topology = RouteTopology::new(&args.route).map_err(anyhow::Error::msg).context("--route")?;
+    if args.batch_timeout_s.is_nan() || args.batch_timeout_s <= 0.0 {
+        anyhow::bail!("--batch-timeout-s {}: expected a positive number of seconds", args.batch_timeout_s);
+    }
+    if args.consumer_timeout_s != 0 && args.consumer_timeout_s as f64 <= args.batch_timeout_s {
+        anyhow::bail!(
+            "--consumer-timeout-s {} must exceed --batch-timeout-s {}: the broker would take jobs back from a batch \
+             still running",
+            args.consumer_timeout_s,
+            args.batch_timeout_s
+        );
+    }
+    if fault::installed() {
+        tracing::warn!("fault injection hook installed: this is a test build");
+    }
     let metrics = Arc::new(Metrics::new());
     metrics.set_info(&topology.route, &args.vision.model);
     let readiness = Arc::new(Readiness::default());
@@ -124,6 +175,7 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
         worker.readiness.broker_connected.store(false, Ordering::SeqCst);
         match session {
             Ok(()) => break,
+            Err(error) if error.downcast_ref::<ServeError>().is_some() => return Err(error),
             Err(error) => {
                 if started.elapsed() > Duration::from_secs(30) {
                     delay = Duration::from_millis(500);
@@ -147,6 +199,10 @@ struct InHand {
     taken: Instant,
     job: Option<Job>,
     span: tracing::Span,
+    /// Earlier deliveries of this message (0 on the first).
+    deliveries: i64,
+    /// Settled by the record this job wrote on an earlier delivery (no work done again).
+    already_written: bool,
     /// Set once the job's fate is known before the pipeline.
     outcome: Option<Outcome>,
     /// The record to write (error or result).
@@ -162,15 +218,7 @@ impl Worker {
         channel.basic_qos(self.args.batch_size, BasicQosOptions::default()).await.map_err(broker::amqp("basic.qos"))?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(broker::amqp("confirm.select"))?;
         broker::declare(&channel, &self.topology).await?;
-        let mut consumer = channel
-            .basic_consume(
-                self.topology.jobs.name.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker::amqp(format!("consume {}", self.topology.jobs.name)))?;
+        let mut consumer = self.consume(&channel).await?;
         *connections += 1;
         if *connections > 1 {
             self.metrics.broker_reconnects.inc();
@@ -179,10 +227,12 @@ impl Worker {
         tracing::info!(queue = %self.topology.jobs.name, batch_size = self.args.batch_size, "consuming");
 
         let wait = Duration::from_millis(self.args.batch_wait_ms);
+        let mut tag = consumer.tag();
         loop {
             let first = tokio::select! {
-                next = consumer.next() => next,
+                biased;
                 _ = self.shutdown.triggered() => break,
+                next = consumer.next() => next,
             };
             let mut deliveries = match first {
                 Some(Ok(delivery)) => vec![delivery],
@@ -201,19 +251,85 @@ impl Worker {
                     Ok(None) | Err(_) => break,
                 }
             }
-            self.handle_batch(&channel, deliveries).await?;
+            // A suspect (a redelivered job: its worker may have crashed on it) runs alone with nothing else in
+            // hand, so that a crash counts against it only: the consumer is cancelled, everything else in hand is
+            // given back, and consuming starts again once the suspect is settled.
+            let Some(position) = deliveries.iter().position(is_suspect) else {
+                self.handle_batch_until_settled(&channel, Some(&tag), deliveries).await?;
+                if let Some(error) = lost {
+                    return Err(broker::amqp("receive")(error).into());
+                }
+                continue;
+            };
             if let Some(error) = lost {
                 return Err(broker::amqp("receive")(error).into());
             }
+            let suspect = deliveries.swap_remove(position);
+            channel
+                .basic_cancel(tag.clone(), BasicCancelOptions::default())
+                .await
+                .map_err(broker::amqp("cancel the consumer"))?;
+            // What the broker sent before the cancel took effect.
+            while let Ok(Some(next)) = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                deliveries.push(next.map_err(broker::amqp("receive"))?);
+            }
+            for delivery in deliveries {
+                let outcome = Outcome::GiveBack { deliveries: deliveries_so_far(&delivery) };
+                settle(&channel, &self.topology.route, &delivery, &outcome, &self.metrics).await?;
+            }
+            tracing::info!(job_id = %message_id(&suspect), deliveries = deliveries_so_far(&suspect), "suspect alone");
+            self.handle_batch_until_settled(&channel, None, vec![suspect]).await?;
+            if self.shutdown.is_triggered() {
+                break;
+            }
+            consumer = self.consume(&channel).await?;
+            tag = consumer.tag();
         }
         // Shutdown: no new deliveries; whatever the broker had already sent goes back when the channel closes.
-        let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+        let _ = channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
         let _ = channel.close(200, "shutdown".into()).await;
         let _ = connection.close(200, "shutdown".into()).await;
         Ok(())
     }
+    /// Starts consuming the route's queue, asking for the consumer timeout.
+    async fn consume(&self, channel: &lapin::Channel) -> Result<lapin::Consumer> {
+        let mut arguments = FieldTable::default();
+        if self.args.consumer_timeout_s > 0 {
+            let milliseconds = self.args.consumer_timeout_s.saturating_mul(1000).min(i64::MAX as u64) as i64;
+            arguments.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(milliseconds));
+        }
+        let queue = self.topology.jobs.name.as_str();
+        let consumer = channel
+            .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), arguments)
+            .await
+            .map_err(broker::amqp(format!("consume {queue}")))?;
+        Ok(consumer)
+    }
 
-    /// Runs one batch of deliveries to their settlement. Err only when the channel is lost.
+    /// [`Worker::handle_batch`], cancelling the consumer `tag` (unless already cancelled: `None`) as soon as
+    /// shutdown is triggered: the broker then sends nothing more while the batch in hand finishes.
+    async fn handle_batch_until_settled(
+        &self,
+        channel: &lapin::Channel,
+        tag: Option<&lapin::types::ShortString>,
+        deliveries: Vec<Delivery>,
+    ) -> Result<()> {
+        let batch = self.handle_batch(channel, deliveries);
+        tokio::pin!(batch);
+        let Some(tag) = tag.filter(|_| !self.shutdown.is_triggered()) else { return batch.await };
+        tokio::select! {
+            biased;
+            result = &mut batch => return result,
+            _ = self.shutdown.triggered() => {}
+        }
+        tracing::info!("shutdown: consumer cancelled, finishing the batch in hand");
+        if let Err(error) = channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await {
+            tracing::warn!(%error, "consumer not cancelled");
+        }
+        batch.await
+    }
+
+    /// Runs one batch of deliveries to their settlement. Err when the channel is lost or the model stalled.
     async fn handle_batch(&self, channel: &lapin::Channel, deliveries: Vec<Delivery>) -> Result<()> {
         self.metrics.in_flight.add(deliveries.len() as i64);
         self.metrics.batch_size.observe(deliveries.len() as f64);
@@ -221,6 +337,38 @@ impl Worker {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.metrics
             .batch_taken(now.as_secs_f64(), batch.iter().filter_map(|item| Some(item.job.as_ref()?.enqueued_at)));
+
+        // Redelivered jobs: the record this very job wrote before its ack was lost settles it; one delivered
+        // DELIVERY_LIMIT - 1 times without such a record is poison.
+        let checks = batch.iter().map(|item| async move {
+            let job = item.job.as_ref().filter(|_| is_suspect(&item.delivery))?;
+            if item.record.is_some() {
+                return None;
+            }
+            Some(self.written_by(job).instrument(item.span.clone()).await)
+        });
+        let checked = futures_util::future::join_all(checks).await;
+        for (item, check) in batch.iter_mut().zip(checked) {
+            let Some(check) = check else { continue };
+            let job = item.job.as_ref().expect("checks are for jobs");
+            match check {
+                Ok(Some(outcome)) => {
+                    item.outcome = Some(outcome);
+                    item.already_written = true;
+                }
+                Ok(None) if item.deliveries >= DELIVERY_LIMIT - 1 => {
+                    let message = format!(
+                        "{}: delivered {} times without completing (it crashed or stalled workers)",
+                        job.asset,
+                        item.deliveries + 1
+                    );
+                    item.record = Some(self.error_record(job, "poison", message));
+                }
+                Ok(None) => {}
+                Err(error) if error.is_transient() => item.outcome = Some(Outcome::Requeue),
+                Err(error) => tracing::warn!(parent: &item.span, %error, "earlier record unreadable, running again"),
+            }
+        }
 
         // Download every asset still to do, concurrently.
         let downloads = batch.iter().map(|item| async move {
@@ -260,7 +408,11 @@ impl Worker {
             positions.push(position);
         }
         if !items.is_empty() {
-            let records = self.engine.process(items).await?;
+            let jobs = items.len();
+            let seconds = self.args.batch_timeout_s;
+            let records = tokio::time::timeout(Duration::from_secs_f64(seconds), self.engine.process(items))
+                .await
+                .map_err(|_| ServeError::Stalled { jobs, seconds })??;
             self.metrics.observe_device(&self.engine.device);
             let (mut tokens, mut generation_s) = (0u64, 0.0);
             for (position, record) in positions.into_iter().zip(records) {
@@ -309,6 +461,9 @@ impl Worker {
                 (Ok(()), None) => Outcome::Done,
                 (Ok(()), Some(error)) => Outcome::Failed { stage: error.stage.clone(), reason: error.message.clone() },
             });
+            if let (Some(job), Some(Outcome::Done | Outcome::Failed { .. })) = (&item.job, &item.outcome) {
+                fault::at(FaultPoint::AfterWrite, &job.asset);
+            }
         }
 
         // Settle, each in its span.
@@ -321,8 +476,12 @@ impl Worker {
             self.metrics.in_flight.dec();
             match (&settled, &outcome) {
                 (Err(error), _) => tracing::warn!(parent: &item.span, %error, "not settled; the broker will redeliver"),
-                (Ok(()), Outcome::Done) => tracing::info!(parent: &item.span, seconds, "job done"),
-                (Ok(()), Outcome::Requeue) => tracing::info!(parent: &item.span, "job requeued"),
+                (Ok(()), Outcome::Done) => {
+                    tracing::info!(parent: &item.span, seconds, already_written = item.already_written, "job done")
+                }
+                (Ok(()), Outcome::Requeue | Outcome::GiveBack { .. }) => {
+                    tracing::info!(parent: &item.span, "job requeued")
+                }
                 (Ok(()), Outcome::Failed { stage, reason }) => {
                     tracing::warn!(parent: &item.span, stage, reason, "job failed, dead-lettered")
                 }
@@ -349,11 +508,22 @@ impl Worker {
             Err(error) => {
                 let span = tracing::info_span!("job", job_id = %message_id(&delivery), asset = "?");
                 let outcome = Some(Outcome::Invalid { reason: error.to_string() });
-                return InHand { delivery, taken, job: None, span, outcome, record: None, bytes: None };
+                let deliveries = deliveries_so_far(&delivery);
+                return InHand {
+                    delivery,
+                    taken,
+                    job: None,
+                    span,
+                    deliveries,
+                    already_written: false,
+                    outcome,
+                    record: None,
+                    bytes: None,
+                };
             }
         };
         let span = tracing::info_span!("job", job_id = %job.id, asset = %job.asset);
-        let deliveries = delivery_count(&delivery);
+        let deliveries = deliveries_so_far(&delivery);
         let problem = if job.kind == AssetKind::Video && !self.engine.names.takes_videos {
             Some((
                 "invalid",
@@ -372,20 +542,21 @@ impl Worker {
             Some(("invalid", format!("{}: unknown task `{unknown}` for this worker", job.asset)))
         } else if !job.langs.is_empty() && self.engine.names.translator.is_none() {
             Some(("invalid", format!("{}: languages requested but this worker has no translator", job.asset)))
-        } else if deliveries >= DELIVERY_LIMIT - 1 {
-            Some((
-                "poison",
-                format!(
-                    "{}: delivered {} times without completing (it crashed or stalled workers)",
-                    job.asset,
-                    deliveries + 1
-                ),
-            ))
         } else {
             None
         };
         let record = problem.map(|(stage, message)| self.error_record(&job, stage, message));
-        InHand { delivery, taken, job: Some(job), span, outcome: None, record, bytes: None }
+        InHand {
+            delivery,
+            taken,
+            job: Some(job),
+            span,
+            deliveries,
+            already_written: false,
+            outcome: None,
+            record,
+            bytes: None,
+        }
     }
 
     fn error_record(&self, job: &Job, stage: &str, message: String) -> AssetResult {
@@ -408,18 +579,70 @@ impl Worker {
         .await
     }
 
+    /// Writes the job's record (result or error, by its key) naming the job in its metadata, then removes the
+    /// asset's record of the other kind, left by an earlier request (a failure there is only logged: readers
+    /// prefer the result where both exist).
     async fn upload(&self, job: &Job, record: &AssetResult) -> Result<(), StorageError> {
         let mut bytes = serde_json::to_vec_pretty(record).expect("records serialize");
         bytes.push(b'\n');
-        let key = job.result_key();
+        let kind = record.record_kind();
+        let key = job.record_key(kind);
+        let metadata = [(JOB_METADATA, job.id.as_str())];
         with_retries(
             &key,
             self.retry_delay(),
             || self.shutdown.is_triggered(),
             |_| self.metrics.storage_retries.with_label_values(&["put"]).inc(),
-            || self.storage.put_json(&job.bucket, &key, bytes.clone()),
+            || self.storage.put_json_with(&job.bucket, &key, bytes.clone(), &metadata),
         )
-        .await
+        .await?;
+        let other = job.record_key(kind.other());
+        let removed = with_retries(
+            &other,
+            self.retry_delay(),
+            || self.shutdown.is_triggered(),
+            |_| self.metrics.storage_retries.with_label_values(&["delete"]).inc(),
+            || self.storage.delete(&job.bucket, &other),
+        )
+        .await;
+        if let Err(error) = removed {
+            tracing::warn!(%error, "stale record not removed");
+        }
+        Ok(())
+    }
+
+    /// The outcome recorded by this very job on an earlier delivery: a record whose metadata names the job.
+    async fn written_by(&self, job: &Job) -> Result<Option<Outcome>, StorageError> {
+        for kind in [RecordKind::Result, RecordKind::Error] {
+            let key = job.record_key(kind);
+            let metadata = with_retries(
+                &key,
+                self.retry_delay(),
+                || self.shutdown.is_triggered(),
+                |_| self.metrics.storage_retries.with_label_values(&["head"]).inc(),
+                || self.storage.head_metadata(&job.bucket, &key),
+            )
+            .await?;
+            if metadata.as_ref().and_then(|m| m.get(JOB_METADATA)) != Some(&job.id) {
+                continue;
+            }
+            if kind == RecordKind::Result {
+                return Ok(Some(Outcome::Done));
+            }
+            let bytes = with_retries(
+                &key,
+                self.retry_delay(),
+                || self.shutdown.is_triggered(),
+                |_| self.metrics.storage_retries.with_label_values(&["get"]).inc(),
+                || self.storage.get(&job.bucket, &key, 64 << 20),
+            )
+            .await?;
+            let Ok(AssetResult { error: Some(error), .. }) = serde_json::from_slice::<AssetResult>(&bytes) else {
+                return Ok(None);
+            };
+            return Ok(Some(Outcome::Failed { stage: error.stage, reason: error.message }));
+        }
+        Ok(None)
     }
 }
 
@@ -431,10 +654,10 @@ fn message_id(delivery: &Delivery) -> String {
         .map_or_else(|| format!("tag-{}", delivery.delivery_tag), |id| id.to_string())
 }
 
-/// Earlier deliveries of this message (the quorum queue's `x-delivery-count` header; absent on the first).
-fn delivery_count(delivery: &Delivery) -> i64 {
+/// An integer header of a delivery.
+fn int_header(delivery: &Delivery, name: &str) -> i64 {
     let Some(headers) = delivery.properties.headers() else { return 0 };
-    match headers.inner().iter().find(|(name, _)| name.as_str() == "x-delivery-count").map(|(_, v)| v) {
+    match headers.inner().iter().find(|(key, _)| key.as_str() == name).map(|(_, v)| v) {
         Some(AMQPValue::LongLongInt(n)) => *n,
         Some(AMQPValue::LongInt(n)) => *n as i64,
         Some(AMQPValue::LongUInt(n)) => *n as i64,
@@ -444,4 +667,15 @@ fn delivery_count(delivery: &Delivery) -> i64 {
         Some(AMQPValue::ShortShortUInt(n)) => *n as i64,
         _ => 0,
     }
+}
+
+/// Earlier deliveries of this job: the quorum queue's `x-delivery-count` (absent or 0 on the first), plus those
+/// of the copies it was given back as ([`DELIVERIES_HEADER`]).
+fn deliveries_so_far(delivery: &Delivery) -> i64 {
+    int_header(delivery, "x-delivery-count") + int_header(delivery, DELIVERIES_HEADER)
+}
+
+/// A job delivered before: the worker that had it may have crashed or stalled on it.
+fn is_suspect(delivery: &Delivery) -> bool {
+    delivery.redelivered || deliveries_so_far(delivery) > 0
 }

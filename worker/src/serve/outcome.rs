@@ -1,11 +1,12 @@
-//! What happens to a delivery once its job is over: [`settle`] is the only function that acks, nacks or
-//! dead-letters. A job is acked only after its record is durably written.
+//! What happens to a delivery once its job is over: [`settle`] is the only function that acks, nacks,
+//! dead-letters or gives back (republishes) a delivery. A job is acked only after its record is durably written,
+//! or once its copy (dead-lettered or given back) is confirmed by the broker.
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, LongString};
 use lapin::{BasicProperties, Channel};
-use vislingo_proto::topology::{DEAD_LETTER_EXCHANGE, REASON_HEADER};
+use vislingo_proto::topology::{DEAD_LETTER_EXCHANGE, DELIVERIES_HEADER, EXCHANGE, REASON_HEADER};
 
 use crate::metrics::Metrics;
 
@@ -21,6 +22,9 @@ pub enum Outcome {
     Invalid { reason: String },
     /// Not finished for a passing reason (shutdown during a storage retry, ...): back to the queue.
     Requeue,
+    /// Not run, given back so that a suspect job runs with nothing else in hand: republished with its
+    /// `deliveries` so far (the quorum queue would count a requeue as one more delivery), then acked.
+    GiveBack { deliveries: i64 },
 }
 
 impl Outcome {
@@ -29,7 +33,7 @@ impl Outcome {
             Outcome::Done => "done",
             Outcome::Failed { .. } => "failed",
             Outcome::Invalid { .. } => "invalid",
-            Outcome::Requeue => "requeued",
+            Outcome::Requeue | Outcome::GiveBack { .. } => "requeued",
         }
     }
 }
@@ -70,6 +74,19 @@ pub async fn settle(
             metrics.jobs.with_label_values(&[outcome.label()]).inc();
             return Ok(());
         }
+        Outcome::GiveBack { deliveries } => {
+            // The copy is a new message to the queue: its own `x-delivery-count` starts again.
+            let mut headers = lapin::types::FieldTable::default();
+            for (name, value) in delivery.properties.headers().iter().flat_map(|h| h.inner()) {
+                if name.as_str() != "x-delivery-count" {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+            headers.insert(DELIVERIES_HEADER.into(), AMQPValue::LongLongInt(*deliveries));
+            let properties = delivery.properties.clone().with_headers(headers);
+            publish_confirmed(channel, EXCHANGE, route, &delivery.data, properties).await.map_err(failed)?;
+            None
+        }
     };
     if let Some((stage, reason)) = reason {
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
@@ -83,21 +100,7 @@ pub async fn settle(
             Some(id) => properties.with_message_id(id.clone()),
             None => properties,
         };
-        let confirm = channel
-            .basic_publish(
-                DEAD_LETTER_EXCHANGE.into(),
-                route.into(),
-                BasicPublishOptions::default(),
-                &delivery.data,
-                properties,
-            )
-            .await
-            .map_err(|e| failed(format!("dead-letter publish: {e}")))?
-            .await
-            .map_err(|e| failed(format!("dead-letter confirm: {e}")))?;
-        if !confirm.is_ack() {
-            return Err(failed("the broker refused the dead-lettered copy".into()));
-        }
+        publish_confirmed(channel, DEAD_LETTER_EXCHANGE, route, &delivery.data, properties).await.map_err(failed)?;
         metrics.dead_letters.with_label_values(&[stage_label(stage)]).inc();
     }
     let acked = delivery.acker.ack(BasicAckOptions::default()).await.map_err(|e| failed(e.to_string()))?;
@@ -105,6 +108,26 @@ pub async fn settle(
         return Err(failed("channel closed before the ack".into()));
     }
     metrics.jobs.with_label_values(&[outcome.label()]).inc();
+    Ok(())
+}
+
+/// Publishes a copy of a delivery and waits for the broker's confirm.
+async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    route: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), String> {
+    let confirm = channel
+        .basic_publish(exchange.into(), route.into(), BasicPublishOptions::default(), body, properties)
+        .await
+        .map_err(|e| format!("publish to {exchange}: {e}"))?
+        .await
+        .map_err(|e| format!("confirm from {exchange}: {e}"))?;
+    if !confirm.is_ack() {
+        return Err(format!("{exchange} refused the copy"));
+    }
     Ok(())
 }
 
