@@ -24,8 +24,13 @@ pub fn write_folder_gallery(folder: &Path, out: &Path, assets: &[Asset], dir: &P
     let records: Vec<AssetResult> = assets
         .iter()
         .filter_map(|asset| {
-            let path = out.join(format!("{}.json", asset.key));
-            let bytes = std::fs::read(&path).ok()?;
+            // A result record, else the error record that stopped the asset (`run.rs` writes one or the other).
+            let (path, bytes) = [
+                out.join(format!("{}.json", asset.key)),
+                out.join(format!("{}{}", asset.key, vislingo_proto::keys::ERROR_SUFFIX)),
+            ]
+            .into_iter()
+            .find_map(|path| std::fs::read(&path).ok().map(|bytes| (path, bytes)))?;
             match serde_json::from_slice::<AssetResult>(&bytes) {
                 Ok(record) => Some(record),
                 Err(error) => {
