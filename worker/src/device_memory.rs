@@ -21,6 +21,5 @@ pub fn log_device_memory(device: &Device, what: &str) {
     if let Some((used, total)) = device_memory(device) {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         tracing::info!(used_gib = format!("{:.2}", gib(used)), total_gib = format!("{:.2}", gib(total)), "{what}");
-        eprintln!("{what}: {:.2} GiB of {:.2} GiB device memory in use", gib(used), gib(total));
     }
 }

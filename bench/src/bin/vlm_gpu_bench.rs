@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -15,6 +15,7 @@ use candle_nn::{Init, VarBuilder};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use vislingo_proto::Lang;
+use vislingo_worker::cli::{parse_device, DTypeArg};
 use vislingo_worker::media::{decode_bytes, DecodeOptions, RgbImage};
 use vislingo_worker::models::hub::{read_json, ModelRepo, ModelSource};
 use vislingo_worker::models::llava_next::{LlavaNextVideo, LlavaNextVideoConfig};
@@ -63,8 +64,8 @@ struct MakeCheckpointArgs {
     merges: Vec<String>,
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value = "bf16")]
-    dtype: String,
+    #[arg(long, value_enum, default_value = "bf16")]
+    dtype: DTypeArg,
     /// Where the random values are drawn.
     #[arg(long, default_value = "cuda:0")]
     device: String,
@@ -80,8 +81,8 @@ struct ImagesArgs {
     translator: Option<PathBuf>,
     #[arg(long, default_value = "cuda:0")]
     device: String,
-    #[arg(long, default_value = "bf16")]
-    dtype: String,
+    #[arg(long, value_enum, default_value = "bf16")]
+    dtype: DTypeArg,
     #[arg(long, default_value = "none")]
     quant: Quant,
     /// Folder of images (sorted by name); `--count` of them are described, cycling if there are fewer.
@@ -113,8 +114,8 @@ struct ImagesArgs {
     #[arg(long, default_value_t = 1024)]
     translation_rows: usize,
     /// Translator dtype (the article's NLLB runs in f32; vislingo's default on GPU is f16).
-    #[arg(long, default_value = "f16")]
-    translator_dtype: String,
+    #[arg(long, value_enum, default_value = "f16")]
+    translator_dtype: DTypeArg,
     /// Batch sizes at which one decode step is timed (difference of 1 and 1 + `step_tokens` new tokens).
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     step_batches: Vec<usize>,
@@ -131,27 +132,10 @@ fn main() -> Result<()> {
     }
 }
 
-fn parse_device(spec: &str) -> Result<Device> {
-    if spec == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    let ordinal = spec.strip_prefix("cuda").map(|r| r.trim_start_matches(':')).context("device: cpu or cuda:N")?;
-    Ok(Device::new_cuda(if ordinal.is_empty() { 0 } else { ordinal.parse()? })?)
-}
-
-fn parse_dtype(spec: &str) -> Result<DType> {
-    Ok(match spec {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        other => bail!("dtype {other}: expected f32, f16 or bf16"),
-    })
-}
-
 /// Hands out random tensors and remembers them by name.
 struct RecordingBackend {
     device: Device,
-    tensors: Mutex<BTreeMap<String, Tensor>>,
+    tensors: Arc<Mutex<BTreeMap<String, Tensor>>>,
 }
 
 impl SimpleBackend for RecordingBackend {
@@ -181,10 +165,10 @@ impl SimpleBackend for RecordingBackend {
 fn make_checkpoint(args: MakeCheckpointArgs) -> Result<()> {
     let started = Instant::now();
     let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype)?;
-    let backend =
-        std::sync::Arc::new(RecordingBackend { device: device.clone(), tensors: Mutex::new(BTreeMap::new()) });
-    let vb = VarBuilder::from_backend(Box::new(ArcBackend(backend.clone())), dtype, device.clone());
+    let dtype = DType::from(args.dtype);
+    let recorded = Arc::new(Mutex::new(BTreeMap::new()));
+    let backend = RecordingBackend { device: device.clone(), tensors: recorded.clone() };
+    let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
     match args.family {
         Family::Mllama => {
             let config: MllamaConfig = read_json(&args.config)?;
@@ -199,7 +183,7 @@ fn make_checkpoint(args: MakeCheckpointArgs) -> Result<()> {
             drop(M2M100::new(&config, vb)?);
         }
     }
-    let tensors = std::mem::take(&mut *backend.tensors.lock().expect("not poisoned"));
+    let tensors = std::mem::take(&mut *recorded.lock().expect("not poisoned"));
     std::fs::create_dir_all(&args.out)?;
     for entry in std::fs::read_dir(&args.like)? {
         let entry = entry?;
@@ -260,21 +244,6 @@ fn make_checkpoint(args: MakeCheckpointArgs) -> Result<()> {
     Ok(())
 }
 
-/// `SimpleBackend` over a shared [`RecordingBackend`], so the records outlive the `VarBuilder`.
-struct ArcBackend(std::sync::Arc<RecordingBackend>);
-
-impl SimpleBackend for ArcBackend {
-    fn get(&self, shape: Shape, name: &str, hint: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.get(shape, name, hint, dtype, dev)
-    }
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.get_unchecked(name, dtype, dev)
-    }
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains_tensor(name)
-    }
-}
-
 fn synchronize(device: &Device) -> Result<()> {
     device.synchronize()?;
     Ok(())
@@ -298,7 +267,7 @@ fn load_images(folder: &Path, count: usize) -> Result<Vec<RgbImage>> {
 
 fn describe(args: ImagesArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype)?;
+    let dtype = DType::from(args.dtype);
     let started = Instant::now();
     let repo = ModelRepo::open(ModelSource::Local(args.model.clone()))?;
     let chat = VisionChat::load(&repo, dtype, &device, args.quant)?;
@@ -308,7 +277,7 @@ fn describe(args: ImagesArgs) -> Result<()> {
     let translator = match &args.translator {
         Some(path) => {
             let repo = ModelRepo::open(ModelSource::Local(path.clone()))?;
-            Some(Translator::load(&repo, parse_dtype(&args.translator_dtype)?, &device)?)
+            Some(Translator::load(&repo, args.translator_dtype.into(), &device)?)
         }
         None => None,
     };
@@ -409,7 +378,7 @@ fn describe(args: ImagesArgs) -> Result<()> {
     let report = json!({
         "engine": "vislingo",
         "model": args.model.display().to_string(),
-        "dtype": args.dtype,
+        "dtype": dtype.as_str(),
         "quant": args.quant.as_str(),
         "images": args.count,
         "frames": args.frames,

@@ -161,6 +161,16 @@ impl ChatAssets {
     }
 
     /// The generation loop's parameters for `settings`, ending on the checkpoint's end tokens.
+    /// Refuses prompts that, with `settings.max_new_tokens` generated, would pass the model's `limit` positions.
+    pub fn check_lengths(&self, ids: &[Vec<u32>], settings: &DecodeSettings, limit: usize) -> Result<(), ChatError> {
+        match ids.iter().map(Vec::len).max() {
+            Some(longest) if longest + settings.max_new_tokens > limit => {
+                Err(ChatError::PromptTooLong { tokens: longest + settings.max_new_tokens, limit })
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn params(&self, settings: &DecodeSettings) -> GenerationParams {
         GenerationParams {
             strategy: match settings.sampling {

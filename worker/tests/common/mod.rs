@@ -33,15 +33,9 @@ pub fn hub_cache(fixture: &Path, repo: &str, commit: &str) -> tempfile::TempDir 
 /// The device the model parity tests run on: `VISLINGO_TEST_DEVICE` (`cpu`, `cuda`, `cuda:N`), the CPU by default.
 /// CI runs them on the CPU; `bench/gpu.sh` runs the same test binaries, built with `--features cuda`, on a GPU.
 pub fn test_device() -> candle_core::Device {
-    match std::env::var("VISLINGO_TEST_DEVICE").as_deref() {
-        Err(_) | Ok("") | Ok("cpu") => candle_core::Device::Cpu,
-        Ok(spec) => {
-            let ordinal = spec.strip_prefix("cuda").map(|rest| rest.trim_start_matches(':')).unwrap_or_else(|| {
-                panic!("VISLINGO_TEST_DEVICE={spec}: expected cpu, cuda or cuda:N");
-            });
-            let ordinal = if ordinal.is_empty() { 0 } else { ordinal.parse().expect("cuda:N with a number N") };
-            candle_core::Device::new_cuda(ordinal)
-                .expect("VISLINGO_TEST_DEVICE names a CUDA device this build can open")
-        }
+    match std::env::var("VISLINGO_TEST_DEVICE") {
+        Ok(spec) if !spec.is_empty() => vislingo_worker::cli::parse_device(&spec)
+            .unwrap_or_else(|error| panic!("VISLINGO_TEST_DEVICE={spec}: {error:#}")),
+        _ => candle_core::Device::Cpu,
     }
 }

@@ -184,9 +184,7 @@ impl LlavaNextChat {
             keys.push(key);
         }
         let limit = self.model.config().text_config.max_position_embeddings;
-        if let Some(long) = ids.iter().find(|ids| ids.len() + settings.max_new_tokens > limit) {
-            return Err(ChatError::PromptTooLong { tokens: long.len() + settings.max_new_tokens, limit });
-        }
+        self.assets.check_lengths(&ids, settings, limit)?;
         timings.preprocess_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();

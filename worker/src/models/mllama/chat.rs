@@ -143,9 +143,7 @@ impl MllamaChat {
         let device = self.model.device().clone();
         let ids = prompts.iter().map(|p| self.prompt_ids(p.text, true)).collect::<Result<Vec<_>, _>>()?;
         let limit = self.model.config().text_config.max_position_embeddings;
-        if let Some(long) = ids.iter().find(|ids| ids.len() + settings.max_new_tokens > limit) {
-            return Err(ChatError::PromptTooLong { tokens: long.len() + settings.max_new_tokens, limit });
-        }
+        self.assets.check_lengths(&ids, settings, limit)?;
         let keys: Vec<MediaKey> = prompts.iter().map(|p| MediaKey::image(p.image)).collect();
         let mut missing: Vec<(MediaKey, &RgbImage)> = Vec::new();
         for (key, prompt) in keys.iter().zip(prompts) {
