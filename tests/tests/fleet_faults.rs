@@ -56,7 +56,7 @@ fn assert_complete(records: &BTreeMap<String, AssetResult>, keys: &[String]) {
 }
 
 #[test]
-fn sigterm_mid_batch_finishes_the_batch_in_hand_exits_0_and_loses_or_repeats_nothing() {
+fn sigterm_mid_batch_finishes_the_jobs_in_hand_exits_0_and_loses_or_repeats_nothing() {
     let _serial = serial();
     let fleet = Fleet::new(bins());
     let images = upload_images(&fleet, 30, |_| "");
@@ -83,8 +83,8 @@ fn sigterm_mid_batch_finishes_the_batch_in_hand_exits_0_and_loses_or_repeats_not
     let logs = a.logs();
     let signalled = logs.find("\"signal\":\"SIGTERM\"").expect("the worker saw SIGTERM");
     let (before, after) = logs.split_at(signalled);
-    assert!(after.contains("consumer cancelled, finishing the batch in hand"), "{logs}");
-    assert!(after.contains("\"job done\""), "the batch in hand was finished after the signal:\n{after}");
+    assert!(after.contains("consumer cancelled, finishing the jobs in hand"), "{logs}");
+    assert!(after.contains("\"job done\""), "the jobs in hand were finished after the signal:\n{after}");
     assert!(after.contains("\"stopped\""), "{after}");
     assert!(before.contains("\"job done\""));
 

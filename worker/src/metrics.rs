@@ -23,10 +23,13 @@ pub struct Metrics {
     pub generated_tokens: IntCounter,
     /// Generated tokens per second of generation, last batch.
     pub tokens_per_second: Gauge,
-    /// Jobs per call of the pipeline.
+    /// Jobs per group taken together (those arriving within `--batch-wait-ms` of each other).
     pub batch_size: Histogram,
     /// Deliveries taken and not yet settled.
     pub in_flight: IntGauge,
+    /// Sequences (one per task of each job on the model) in the model's continuous decode batch, after the last
+    /// decode step.
+    pub decode_rows: IntGauge,
     pub model_load_seconds: Gauge,
     /// Storage operations retried after a transient failure, by operation (get, put, head, delete).
     pub storage_retries: IntCounterVec,
@@ -40,9 +43,11 @@ pub struct Metrics {
     /// Seconds from a job's publication (`enqueued_at`, the dispatcher's clock) to a worker taking it: the age of
     /// messages as they leave the queue.
     pub queue_wait_seconds: Histogram,
-    /// Unix time the batch in hand was taken, 0 while none is: `time() - it` is the age of the oldest job in hand
-    /// (a stuck batch shows, unlike in `vislingo_job_duration_seconds`, observed only once a job settles).
+    /// Unix time the oldest group of jobs in hand was taken, 0 while none is: `time() - it` is the age of the
+    /// oldest job in hand (a stuck job shows, unlike in `vislingo_job_duration_seconds`, observed only once a job
+    /// settles).
     pub batch_started: Gauge,
+    groups_taken: std::sync::Mutex<Vec<f64>>,
     /// What `/readyz` answers, as 1 or 0 (set on each scrape): alerts see a worker that is up but not ready.
     pub ready: IntGauge,
     /// Memory of the model's GPU in use and in total (`kind`: used, total), bytes; no series on the CPU.
@@ -70,11 +75,13 @@ impl Metrics {
         let tokens_per_second =
             Gauge::new("vislingo_generation_tokens_per_second", "Generated tokens per second, last batch").expect("ok");
         let batch_size = Histogram::with_opts(
-            HistogramOpts::new("vislingo_batch_size", "Jobs per pipeline call")
+            HistogramOpts::new("vislingo_batch_size", "Jobs per group taken together")
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )
         .expect("valid metric");
         let in_flight = IntGauge::new("vislingo_jobs_in_flight", "Deliveries taken, not yet settled").expect("ok");
+        let decode_rows =
+            IntGauge::new("vislingo_decode_rows", "Sequences in the model's continuous decode batch").expect("ok");
         let model_load_seconds =
             Gauge::new("vislingo_model_load_seconds", "Seconds to load the vision model and translator").expect("ok");
         let storage_retries = IntCounterVec::new(
@@ -103,7 +110,7 @@ impl Metrics {
         .expect("valid metric");
         let batch_started = Gauge::new(
             "vislingo_batch_started_timestamp_seconds",
-            "Unix time the batch in hand was taken, 0 while none is",
+            "Unix time the oldest group of jobs in hand was taken, 0 while none is",
         )
         .expect("valid metric");
         let ready = IntGauge::new("vislingo_worker_ready", "1 when the models are loaded and the broker connected")
@@ -125,6 +132,7 @@ impl Metrics {
             tokens_per_second,
             batch_size,
             in_flight,
+            decode_rows,
             model_load_seconds,
             storage_retries,
             dead_letters,
@@ -133,6 +141,7 @@ impl Metrics {
             info,
             queue_wait_seconds,
             batch_started,
+            groups_taken: std::sync::Mutex::new(Vec::new()),
             ready,
             device_memory,
         };
@@ -144,6 +153,7 @@ impl Metrics {
             Box::new(metrics.tokens_per_second.clone()),
             Box::new(metrics.batch_size.clone()),
             Box::new(metrics.in_flight.clone()),
+            Box::new(metrics.decode_rows.clone()),
             Box::new(metrics.model_load_seconds.clone()),
             Box::new(metrics.storage_retries.clone()),
             Box::new(metrics.dead_letters.clone()),
@@ -192,15 +202,28 @@ impl Metrics {
 
     /// A batch of jobs published at `enqueued_at` (Unix seconds each) is taken at Unix time `now`.
     pub fn batch_taken(&self, now: f64, enqueued_at: impl IntoIterator<Item = f64>) {
-        self.batch_started.set(now);
+        let mut groups = self.groups_taken.lock().unwrap_or_else(|e| e.into_inner());
+        groups.push(now);
+        self.batch_started.set(groups.iter().copied().fold(f64::INFINITY, f64::min));
         for published in enqueued_at {
             // A job from a dispatcher whose clock runs ahead would wait a negative time.
             self.queue_wait_seconds.observe((now - published).max(0.0));
         }
     }
 
-    /// The batch in hand is settled.
-    pub fn batch_settled(&self) {
+    /// The group taken at `taken` (as given to [`Metrics::batch_taken`]) is settled: the gauge shows the oldest
+    /// group still in hand, or 0.
+    pub fn batch_settled(&self, taken: f64) {
+        let mut groups = self.groups_taken.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(position) = groups.iter().position(|&t| t == taken) {
+            groups.swap_remove(position);
+        }
+        self.batch_started.set(groups.iter().copied().reduce(f64::min).unwrap_or(0.0));
+    }
+
+    /// No group is in hand any more (the broker session ended: its deliveries go back to the queue).
+    pub fn batches_dropped(&self) {
+        self.groups_taken.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.batch_started.set(0.0);
     }
 
@@ -249,7 +272,12 @@ mod tests {
         assert!(text.contains("vislingo_job_queue_wait_seconds_count 3"), "{text}");
         // 10 + 0.5 + 0 (a clock ahead of ours counts as no wait).
         assert!(text.contains("vislingo_job_queue_wait_seconds_sum 10.5"), "{text}");
-        metrics.batch_settled();
+        // A second group in hand: the gauge keeps the oldest until it settles.
+        metrics.batch_taken(1010.0, []);
+        assert!(metrics.render().contains("vislingo_batch_started_timestamp_seconds 1000"));
+        metrics.batch_settled(1000.0);
+        assert!(metrics.render().contains("vislingo_batch_started_timestamp_seconds 1010"));
+        metrics.batch_settled(1010.0);
         assert!(metrics.render().contains("vislingo_batch_started_timestamp_seconds 0"));
     }
 }

@@ -1,11 +1,13 @@
-//! One batch of assets -> decoded images or sampled video frames -> each task's English text from the vision model
-//! -> tags parsed -> translations -> one `AssetResult` per asset. Shared by `worker run`, `worker describe` and the
-//! queue consumer. A failure of one asset becomes its error record; the rest of the batch goes on.
+//! Assets -> decoded images or sampled video frames -> each task's English text from the vision model (all tasks
+//! of all assets in flight decoded in one continuous batch, [`Scheduler`]) -> tags parsed -> translations -> one
+//! `AssetResult` per asset. Shared by `worker run`, `worker describe` and the queue consumer. A failure of one
+//! asset becomes its error record; the others go on.
 //!
 //! An asset is a video when its key has a video extension ([`AssetKind::from_key`]); anything else is decoded as
 //! an image. A video given to a model that takes none (Llama 3.2 Vision) gets an `unsupported` error record that
 //! says to use a LLaVA-NeXT-Video model; it is not decoded.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use vislingo_proto::result::{
@@ -16,8 +18,9 @@ use vislingo_proto::{AssetKind, AssetResult, Lang, TaskOutput};
 use crate::media::video::{sample_bytes, SampleOptions, SampledVideo};
 use crate::media::{decode_bytes, DecodeOptions, RgbImage};
 use crate::models::nllb::{Segmentation, TranslateOptions, TranslationJob, Translator};
-use crate::models::vision_chat::{Answer, DecodeSettings, Media, MediaPrompt, ModelFamily, VisionChat};
-use crate::models::vlm::FeatureCache;
+use crate::models::vision_chat::{
+    Admit, Answer, ChatBatch, DecodeSettings, Media, MediaPrompt, ModelFamily, VisionChat,
+};
 use crate::tasks::{parse_tags, Task, TaskKind};
 
 /// An asset's bytes, however they were fetched.
@@ -88,113 +91,134 @@ pub struct Pipeline<'a> {
     pub settings: PipelineSettings,
 }
 
-impl Pipeline<'_> {
+/// What one asset asks for: its tasks, the languages of its translations and how its video (if any) is sampled.
+#[derive(Debug, Clone)]
+pub struct AssetRequest {
+    pub tasks: Vec<Task>,
+    pub langs: Vec<Lang>,
+    pub video: SampleOptions,
+}
+
+impl<'a> Pipeline<'a> {
     /// The request recorded in results, to tell whether an existing result can be reused.
     pub fn request(&self) -> ResultRequest {
-        ResultRequest {
-            tasks: self.settings.tasks.iter().map(|t| t.name.clone()).collect(),
+        self.result_request(&self.default_request())
+    }
+
+    /// The settings' tasks, languages and video sampling, which [`Pipeline::process`] applies to every asset.
+    pub fn default_request(&self) -> AssetRequest {
+        AssetRequest {
+            tasks: self.settings.tasks.clone(),
             langs: self.settings.langs.clone(),
-            translator: self.translator.filter(|_| !self.settings.langs.is_empty()).map(|t| t.name().to_string()),
+            video: self.settings.video.clone(),
         }
     }
 
-    pub fn process(&self, assets: &[AssetBytes]) -> Vec<Processed> {
-        let batch_started = Instant::now();
-        let mut processed: Vec<Processed> = assets.iter().map(|a| self.empty_result(&a.key)).collect();
-
-        // Decode every image and sample every video; failures become error records.
-        let mut decoded: Vec<(usize, Decoded)> = Vec::new();
-        for (index, asset) in assets.iter().enumerate() {
-            let started = Instant::now();
-            let kind = AssetKind::from_key(&asset.key).unwrap_or(AssetKind::Image);
-            processed[index].result.kind = kind;
-            match kind {
-                AssetKind::Image => match decode_bytes(&asset.bytes, &asset.key, &self.settings.decode) {
-                    Ok(image) => {
-                        processed[index].result.media = Some(MediaInfo {
-                            bytes: asset.bytes.len() as u64,
-                            width: image.width as u32,
-                            height: image.height as u32,
-                            ..MediaInfo::default()
-                        });
-                        decoded.push((index, Decoded::Image(image)));
-                    }
-                    Err(error) => fail(&mut processed[index], "decode", error.to_string()),
-                },
-                AssetKind::Video if !self.chat.takes_videos() => {
-                    let message = video_unsupported_message(&asset.key, self.chat.name(), self.chat.family());
-                    fail(&mut processed[index], "unsupported", message);
-                }
-                AssetKind::Video => match sample_bytes(&asset.bytes, &asset.key, &self.settings.video) {
-                    Ok(video) => {
-                        processed[index].result.media = Some(video_media(&video, self.settings.video.rotate));
-                        decoded.push((index, Decoded::Video(video)));
-                    }
-                    Err(error) => fail(&mut processed[index], "decode", error.to_string()),
-                },
-            }
-            processed[index].result.timings.decode_s = started.elapsed().as_secs_f64();
+    /// The request recorded in an asset's result.
+    pub fn result_request(&self, request: &AssetRequest) -> ResultRequest {
+        ResultRequest {
+            tasks: request.tasks.iter().map(|t| t.name.clone()).collect(),
+            langs: request.langs.clone(),
+            translator: self.translator.filter(|_| !request.langs.is_empty()).map(|t| t.name().to_string()),
         }
+    }
 
-        // Each task runs over all decoded assets in one batch; the vision features of each asset are computed by
-        // the first task and reused by the others.
-        let features = FeatureCache::new();
-        for (task_index, task) in self.settings.tasks.iter().enumerate() {
-            let live: Vec<&(usize, Decoded)> =
-                decoded.iter().filter(|(i, _)| processed[*i].result.error.is_none()).collect();
-            if live.is_empty() {
-                break;
+    /// Runs every asset with the default request, all of them in one decode batch; one result per asset, in
+    /// order. Each asset's `total_s` is the batch's time divided by its assets.
+    pub fn process(&self, assets: &[AssetBytes]) -> Vec<Processed> {
+        let started = Instant::now();
+        let mut scheduler = Scheduler::new(self);
+        for (index, asset) in assets.iter().enumerate() {
+            scheduler.submit(index as u64, asset, self.default_request());
+        }
+        let mut processed: Vec<Option<Processed>> = (0..assets.len()).map(|_| None).collect();
+        while !scheduler.is_idle() {
+            for (tag, p) in scheduler.step() {
+                processed[tag as usize] = Some(p);
             }
-            let prompts: Vec<MediaPrompt> = live
-                .iter()
-                .map(|(_, media)| MediaPrompt { media: media.media(), text: task.prompt_for(media.kind()) })
-                .collect();
-            let settings = DecodeSettings {
-                max_new_tokens: self.settings.max_new_tokens.unwrap_or(task.max_new_tokens),
-                ..self.settings.generation.clone()
-            };
-            match self.chat.answer_cached(&prompts, &settings, &features) {
-                Ok((answers, timings)) => {
-                    let share = 1.0 / live.len() as f64;
-                    for ((index, _), answer) in live.iter().zip(answers) {
-                        let p = &mut processed[*index];
-                        p.result.timings.vision_s += timings.vision_s * share;
-                        p.result.timings.generation_s += (timings.generate_s + timings.preprocess_s) * share;
-                        if let (Some(media), Some(tiles)) = (&mut p.result.media, answer.tiles) {
-                            media.tiles = Some(tiles as u32);
-                        }
-                        p.result.outputs.push(task_output(task, &answer, timings.generate_s * share));
-                        p.answers[task_index] = Some(answer);
-                    }
+        }
+        let total = started.elapsed().as_secs_f64() / assets.len().max(1) as f64;
+        processed
+            .into_iter()
+            .map(|p| {
+                let mut p = p.expect("every submitted asset ends");
+                p.result.timings.total_s = total;
+                p
+            })
+            .collect()
+    }
+
+    fn empty_result(&self, key: &str, request: &AssetRequest) -> Processed {
+        Processed {
+            result: AssetResult {
+                schema_version: RESULT_SCHEMA_VERSION,
+                asset: key.to_string(),
+                kind: AssetKind::Image,
+                model: self.chat.name().to_string(),
+                request: self.result_request(request),
+                media: None,
+                outputs: Vec::new(),
+                timings: Timings::default(),
+                error: None,
+            },
+            answers: vec![None; request.tasks.len()],
+        }
+    }
+
+    /// Decodes an image or samples a video; a failure is recorded in `processed`.
+    fn decode(&self, asset: &AssetBytes, request: &AssetRequest, processed: &mut Processed) -> Option<Decoded> {
+        let started = Instant::now();
+        let kind = AssetKind::from_key(&asset.key).unwrap_or(AssetKind::Image);
+        processed.result.kind = kind;
+        let decoded = match kind {
+            AssetKind::Image => match decode_bytes(&asset.bytes, &asset.key, &self.settings.decode) {
+                Ok(image) => {
+                    processed.result.media = Some(MediaInfo {
+                        bytes: asset.bytes.len() as u64,
+                        width: image.width as u32,
+                        height: image.height as u32,
+                        ..MediaInfo::default()
+                    });
+                    Some(Decoded::Image(image))
                 }
                 Err(error) => {
-                    for (index, _) in &live {
-                        fail(&mut processed[*index], "generate", format!("{}: {error}", assets[*index].key));
-                    }
+                    fail(processed, "decode", error.to_string());
+                    None
                 }
+            },
+            AssetKind::Video if !self.chat.takes_videos() => {
+                let message = video_unsupported_message(&asset.key, self.chat.name(), self.chat.family());
+                fail(processed, "unsupported", message);
+                None
             }
-        }
-
-        self.translate(&mut processed);
-        let total = batch_started.elapsed().as_secs_f64() / assets.len().max(1) as f64;
-        for p in &mut processed {
-            p.result.timings.total_s = total;
-        }
-        processed
+            AssetKind::Video => match sample_bytes(&asset.bytes, &asset.key, &request.video) {
+                Ok(video) => {
+                    processed.result.media = Some(video_media(&video, request.video.rotate));
+                    Some(Decoded::Video(video))
+                }
+                Err(error) => {
+                    fail(processed, "decode", error.to_string());
+                    None
+                }
+            },
+        };
+        processed.result.timings.decode_s = started.elapsed().as_secs_f64();
+        decoded
     }
 
-    /// Translates every translatable output of the batch in one call: texts split into sentences, tags one by one.
-    fn translate(&self, processed: &mut [Processed]) {
+    /// Translates every translatable output of the finished assets in one call: texts split into sentences,
+    /// tags one by one, each asset into its own languages.
+    fn translate(&self, finished: &mut [InFlight]) {
         let Some(translator) = self.translator else { return };
-        if self.settings.langs.is_empty() {
-            return;
-        }
         let started = Instant::now();
         // (asset, output, tag index or None for the text), text to translate
         let mut items: Vec<((usize, usize, Option<usize>), String)> = Vec::new();
-        for (a, p) in processed.iter().enumerate() {
-            for (o, output) in p.result.outputs.iter().enumerate() {
-                let task = self.settings.tasks.iter().find(|t| t.name == output.task);
+        for (a, asset) in finished.iter().enumerate() {
+            if asset.request.langs.is_empty() || asset.processed.result.error.is_some() {
+                continue;
+            }
+            for (o, output) in asset.processed.result.outputs.iter().enumerate() {
+                let task = asset.request.tasks.iter().find(|t| t.name == output.task);
                 if !task.is_some_and(|t| t.translate) || output.text.trim().is_empty() {
                     continue;
                 }
@@ -207,10 +231,13 @@ impl Pipeline<'_> {
         if items.is_empty() {
             return;
         }
-        let langs = &self.settings.langs;
         let jobs: Vec<TranslationJob> = items
             .iter()
-            .map(|(_, text)| TranslationJob { text, source: self.settings.source_lang, targets: langs })
+            .map(|((a, _, _), text)| TranslationJob {
+                text,
+                source: self.settings.source_lang,
+                targets: &finished[*a].request.langs,
+            })
             .collect();
         // Tags are translated one by one and never split; texts follow the requested segmentation.
         let tag_options = TranslateOptions { segmentation: Segmentation::None, ..self.settings.translation.clone() };
@@ -231,12 +258,13 @@ impl Pipeline<'_> {
             }
             Ok(all.into_iter().map(|t| t.expect("every job translated")).collect::<Vec<_>>())
         });
+        drop(jobs);
         let elapsed = started.elapsed().as_secs_f64();
         let involved: std::collections::BTreeSet<usize> = items.iter().map(|((a, _, _), _)| *a).collect();
         match translated {
             Ok(translated) => {
                 for (((a, o, tag), _), result) in items.iter().zip(translated) {
-                    let output = &mut processed[*a].result.outputs[*o];
+                    let output = &mut finished[*a].processed.result.outputs[*o];
                     for (l, target) in result.translations.into_iter().enumerate() {
                         if output.translations.len() <= l {
                             let tags = output.tags.as_ref().map(|_| Vec::new());
@@ -251,8 +279,8 @@ impl Pipeline<'_> {
                         }
                     }
                 }
-                for p in processed.iter_mut() {
-                    for output in &mut p.result.outputs {
+                for asset in finished.iter_mut() {
+                    for output in &mut asset.processed.result.outputs {
                         for translation in &mut output.translations {
                             if let Some(tags) = &translation.tags {
                                 translation.text = tags.join(", ");
@@ -263,30 +291,274 @@ impl Pipeline<'_> {
             }
             Err(error) => {
                 for &a in &involved {
-                    fail(&mut processed[a], "translate", error.to_string());
+                    fail(&mut finished[a].processed, "translate", error.to_string());
                 }
             }
         }
         for &a in &involved {
-            processed[a].result.timings.translation_s = elapsed / involved.len() as f64;
+            finished[a].processed.result.timings.translation_s = elapsed / involved.len() as f64;
+        }
+    }
+}
+
+/// Assets translated together once this many wait (NLLB batches their sentences: one call for many assets
+/// costs little more than one for a single asset, and the decode batch waits meanwhile).
+const TRANSLATION_GROUP: usize = 16;
+/// Longest an asset waits for others to be translated with.
+const TRANSLATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An asset between its submission and its result.
+struct InFlight {
+    /// The caller's tag.
+    tag: u64,
+    processed: Processed,
+    request: AssetRequest,
+    /// Tasks still being answered.
+    rows_left: usize,
+    /// Decode time of each task's row (each step's time shared by the rows it ran).
+    task_seconds: Vec<f64>,
+    submitted: Instant,
+}
+
+/// Which asset and task a decode row answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowTag {
+    asset: u64,
+    task: usize,
+}
+
+/// Continuous batching over assets: each submitted asset is decoded (image or video frames), its tasks join
+/// the running decode batch at the next step (the asset's media encoded once for all of them), and once all its
+/// answers are in it is translated (with the other assets finishing at that step) and handed back. Assets
+/// come and go at any step; the model is never idle while one long answer finishes.
+pub struct Scheduler<'p, 'a> {
+    pipeline: &'p Pipeline<'a>,
+    batch: Result<ChatBatch<'a, RowTag>, String>,
+    assets: BTreeMap<u64, InFlight>,
+    /// Decoded assets waiting for the next step to join the batch.
+    waiting: Vec<(u64, Decoded)>,
+    /// Assets whose answers are all in (or that failed), to translate and hand back.
+    finished: Vec<u64>,
+    /// Assets done decoding that wait to be translated together, and since when.
+    to_translate: Vec<(u64, Instant)>,
+    /// The scheduler's own id of the next asset (callers' tags may repeat once handed back).
+    next_id: u64,
+}
+
+impl<'p, 'a> Scheduler<'p, 'a> {
+    pub fn new(pipeline: &'p Pipeline<'a>) -> Scheduler<'p, 'a> {
+        let batch = pipeline.chat.batch(&pipeline.settings.generation).map_err(|e| e.to_string());
+        Scheduler {
+            pipeline,
+            batch,
+            assets: BTreeMap::new(),
+            waiting: Vec::new(),
+            finished: Vec::new(),
+            to_translate: Vec::new(),
+            next_id: 0,
         }
     }
 
-    fn empty_result(&self, key: &str) -> Processed {
-        Processed {
-            result: AssetResult {
-                schema_version: RESULT_SCHEMA_VERSION,
-                asset: key.to_string(),
-                kind: AssetKind::Image,
-                model: self.chat.name().to_string(),
-                request: self.request(),
-                media: None,
-                outputs: Vec::new(),
-                timings: Timings::default(),
-                error: None,
-            },
-            answers: vec![None; self.settings.tasks.len()],
+    /// Assets submitted and not yet done decoding (those waiting for their translation are not counted: the
+    /// next assets may take their place in the decode batch).
+    pub fn in_flight(&self) -> usize {
+        self.assets.len() - self.to_translate.len()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.assets.is_empty()
+    }
+
+    /// Decode rows (one per task of each asset being answered).
+    pub fn rows(&self) -> usize {
+        self.batch.as_ref().map_or(0, ChatBatch::len)
+    }
+
+    /// Takes an asset in: decodes it now; it joins the decode batch at the next [`Scheduler::step`], which hands
+    /// it back with `tag`.
+    pub fn submit(&mut self, tag: u64, asset: &AssetBytes, request: AssetRequest) {
+        let (caller_tag, tag) = (tag, self.next_id);
+        self.next_id += 1;
+        let mut processed = self.pipeline.empty_result(&asset.key, &request);
+        let decoded = self.pipeline.decode(asset, &request, &mut processed);
+        let rows_left = request.tasks.len();
+        let task_seconds = vec![0.0; rows_left];
+        let submitted = Instant::now();
+        self.assets.insert(tag, InFlight { tag: caller_tag, processed, request, rows_left, task_seconds, submitted });
+        match decoded {
+            Some(decoded) if rows_left > 0 => self.waiting.push((tag, decoded)),
+            _ => self.finished.push(tag),
         }
+    }
+
+    /// Admits the waiting assets, runs one decode step, and hands back the assets that finished (translated).
+    pub fn step(&mut self) -> Vec<(u64, Processed)> {
+        let waiting = std::mem::take(&mut self.waiting);
+        if !waiting.is_empty() {
+            self.admit(waiting);
+        }
+        if self.rows() > 0 {
+            self.decode_step();
+        }
+        self.hand_back()
+    }
+
+    /// Admits the assets together; if that fails, one by one, so that only the asset at fault fails.
+    fn admit(&mut self, waiting: Vec<(u64, Decoded)>) {
+        if let Err(error) = self.admit_group(&waiting) {
+            if waiting.len() == 1 {
+                let (tag, _) = &waiting[0];
+                self.fail_asset(*tag, "generate", error);
+                return;
+            }
+            for entry in waiting {
+                if let Err(error) = self.admit_group(std::slice::from_ref(&entry)) {
+                    self.fail_asset(entry.0, "generate", error);
+                }
+            }
+        }
+    }
+
+    fn admit_group(&mut self, group: &[(u64, Decoded)]) -> Result<(), String> {
+        let settings_max = self.pipeline.settings.max_new_tokens;
+        let mut texts: Vec<(RowTag, String, usize)> = Vec::new();
+        for (tag, decoded) in group {
+            let asset = &self.assets[tag];
+            for (task_index, task) in asset.request.tasks.iter().enumerate() {
+                let max_new_tokens = settings_max.unwrap_or(task.max_new_tokens);
+                let text = task.prompt_for(decoded.kind()).to_string();
+                texts.push((RowTag { asset: *tag, task: task_index }, text, max_new_tokens));
+            }
+        }
+        let media: BTreeMap<u64, Media> = group.iter().map(|(tag, decoded)| (*tag, decoded.media())).collect();
+        let prompts: Vec<Admit<RowTag>> = texts
+            .iter()
+            .map(|(tag, text, max_new_tokens)| Admit {
+                tag: *tag,
+                prompt: MediaPrompt { media: media[&tag.asset], text },
+                max_new_tokens: *max_new_tokens,
+            })
+            .collect();
+        let batch = self.batch.as_mut().map_err(|e| e.clone())?;
+        let keys = |tag: u64| self.assets.get(&tag).map(|a| a.processed.result.asset.clone()).unwrap_or_default();
+        let (ended, timings) = batch.admit(prompts).map_err(|error| {
+            let names: Vec<String> = group.iter().map(|(tag, _)| keys(*tag)).collect();
+            format!("{}: {error}", names.join(", "))
+        })?;
+        let share = 1.0 / group.len() as f64;
+        for (tag, _) in group {
+            let timings_of = &mut self.assets.get_mut(tag).expect("in flight").processed.result.timings;
+            timings_of.vision_s += timings.vision_s * share;
+            timings_of.generation_s += (timings.preprocess_s + timings.generate_s) * share;
+        }
+        for (tag, answer) in ended {
+            self.row_ended(tag, answer);
+        }
+        Ok(())
+    }
+
+    fn decode_step(&mut self) {
+        let Ok(batch) = self.batch.as_mut() else { return };
+        let live: Vec<RowTag> = batch.tags().into_iter().copied().collect();
+        let started = Instant::now();
+        let stepped = batch.step();
+        let share = started.elapsed().as_secs_f64() / live.len().max(1) as f64;
+        for tag in &live {
+            if let Some(asset) = self.assets.get_mut(&tag.asset) {
+                asset.task_seconds[tag.task] += share;
+            }
+        }
+        match stepped {
+            Ok(ended) => {
+                for (tag, answer) in ended {
+                    self.row_ended(tag, answer);
+                }
+            }
+            Err(error) => {
+                // The batch is lost: every asset in it fails, and a fresh batch takes the next ones.
+                self.batch = self.pipeline.chat.batch(&self.pipeline.settings.generation).map_err(|e| e.to_string());
+                let mut tags: Vec<u64> = live.iter().map(|t| t.asset).collect();
+                tags.dedup();
+                for tag in tags {
+                    let key = self.assets.get(&tag).map(|a| a.processed.result.asset.clone()).unwrap_or_default();
+                    self.fail_asset(tag, "generate", format!("{key}: {error}"));
+                }
+            }
+        }
+    }
+
+    fn row_ended(&mut self, tag: RowTag, answer: Answer) {
+        let Some(asset) = self.assets.get_mut(&tag.asset) else { return };
+        if asset.rows_left == 0 {
+            return;
+        }
+        if let (Some(media), Some(tiles)) = (&mut asset.processed.result.media, answer.tiles) {
+            media.tiles = Some(tiles as u32);
+        }
+        asset.processed.answers[tag.task] = Some(answer);
+        asset.rows_left -= 1;
+        if asset.rows_left == 0 {
+            self.finished.push(tag.asset);
+        }
+    }
+
+    /// Records the failure; the asset's rows still in the batch finish unseen.
+    fn fail_asset(&mut self, tag: u64, stage: &str, message: String) {
+        let Some(asset) = self.assets.get_mut(&tag) else { return };
+        if asset.processed.result.error.is_none() {
+            fail(&mut asset.processed, stage, message);
+        }
+        if asset.rows_left > 0 {
+            asset.rows_left = 0;
+            self.finished.push(tag);
+        }
+    }
+
+    /// Assets that finished: outputs in task order; those to translate wait for others (one batched translation
+    /// call per [`TRANSLATION_GROUP`] assets, or once nothing else decodes, or after [`TRANSLATION_WAIT`]), the
+    /// rest are handed back at once.
+    fn hand_back(&mut self) -> Vec<(u64, Processed)> {
+        let mut ready = Vec::new();
+        for tag in std::mem::take(&mut self.finished) {
+            let Some(asset) = self.assets.get_mut(&tag) else { continue };
+            let p = &mut asset.processed;
+            if p.result.error.is_none() {
+                for ((task, answer), seconds) in asset.request.tasks.iter().zip(&p.answers).zip(&asset.task_seconds) {
+                    if let Some(answer) = answer {
+                        p.result.outputs.push(task_output(task, answer, *seconds));
+                    }
+                }
+                p.result.timings.generation_s += asset.task_seconds.iter().sum::<f64>();
+            }
+            let translates = self.pipeline.translator.is_some()
+                && p.result.error.is_none()
+                && !asset.request.langs.is_empty()
+                && asset.request.tasks.iter().any(|t| t.translate);
+            if translates {
+                self.to_translate.push((tag, Instant::now()));
+            } else {
+                ready.push(tag);
+            }
+        }
+        let oldest_waits = self.to_translate.first().is_some_and(|(_, since)| since.elapsed() >= TRANSLATION_WAIT);
+        let nothing_else = self.rows() == 0 && self.waiting.is_empty();
+        if !self.to_translate.is_empty()
+            && (self.to_translate.len() >= TRANSLATION_GROUP || nothing_else || oldest_waits)
+        {
+            ready.extend(std::mem::take(&mut self.to_translate).into_iter().map(|(tag, _)| tag));
+        }
+        if ready.is_empty() {
+            return Vec::new();
+        }
+        let mut finished: Vec<InFlight> = ready.iter().filter_map(|tag| self.assets.remove(tag)).collect();
+        self.pipeline.translate(&mut finished);
+        finished
+            .into_iter()
+            .map(|mut asset| {
+                asset.processed.result.timings.total_s = asset.submitted.elapsed().as_secs_f64();
+                (asset.tag, asset.processed)
+            })
+            .collect()
     }
 }
 

@@ -89,7 +89,7 @@ use crate::models::hub::{read_json, ModelRepo, ModelSource};
 use crate::models::nllb::{TranslateOptions, Translator};
 use crate::models::vision_chat::{DecodeSettings, ModelFamily, VisionChat};
 use crate::models::vlm::GenerationConfig;
-use crate::pipeline::{video_unsupported_message, AssetBytes, Pipeline, PipelineSettings};
+use crate::pipeline::{video_unsupported_message, AssetBytes, Pipeline, PipelineSettings, Scheduler};
 use crate::tasks::Task;
 
 /// The non-gated copy of meta-llama/Llama-3.2-11B-Vision-Instruct.
@@ -110,8 +110,9 @@ pub struct RunArgs {
     /// Folder of the results: one `<asset>.json` per asset, `summary.json`.
     #[arg(long, env = "VISLINGO_OUT", default_value = "results")]
     pub out: PathBuf,
-    /// Assets decoded, encoded and generated for together.
-    #[arg(long, env = "VISLINGO_BATCH_SIZE", default_value_t = 4, value_parser = parse_batch_size)]
+    /// Assets in flight at once: their tasks decode together in one continuous batch, and a finished asset's
+    /// place goes to the next one at once.
+    #[arg(long, visible_alias = "max-batch", env = "VISLINGO_BATCH_SIZE", default_value_t = 4, value_parser = parse_batch_size)]
     pub batch_size: usize,
     /// Process assets again even when their record answers this request.
     #[arg(long, env = "VISLINGO_FORCE")]
@@ -389,23 +390,48 @@ pub fn run(args: RunArgs) -> Result<()> {
         debug_assert_eq!(models.chat.name(), plan.model_name);
         let bar = progress_bar(pending.len() as u64, !args.no_progress);
         *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
-        for batch in pending.chunks(args.batch_size) {
-            if interrupted() {
-                break;
+        // Up to --batch-size assets in flight: each joins the decode batch as soon as it is read and decoded, and
+        // leaves it when its answers are done, when the next asset takes its place.
+        let mut scheduler = Scheduler::new(&pipeline);
+        let mut next = pending.iter().enumerate();
+        let decoding_started = Instant::now();
+        loop {
+            let mut records = Vec::new();
+            while scheduler.in_flight() < args.batch_size && !interrupted() {
+                let Some((tag, asset)) = next.next() else { break };
+                match fs::read(plan.folder.join(&asset.key)) {
+                    Ok(bytes) => {
+                        tally.bytes += bytes.len() as u64;
+                        let bytes = AssetBytes { key: asset.key.clone(), bytes };
+                        scheduler.submit(tag as u64, &bytes, pipeline.default_request());
+                    }
+                    Err(error) => {
+                        let message = format!("{}: cannot read the file: {error}", asset.key);
+                        tracing::warn!(asset = %asset.key, stage = "read", error = %message, "asset failed");
+                        records.push(plan.error_record(&asset.key, "read", message));
+                    }
+                }
             }
-            let records = plan.process_batch(&pipeline, batch, &mut tally);
+            let idle = scheduler.is_idle();
+            if !idle {
+                records.extend(scheduler.step().into_iter().map(|(_, processed)| processed.result));
+            }
             for record in records {
                 let record = plan.write_record(record);
                 tally.count(&record);
                 if record.error.is_none() && args.layout == Layout::Article {
                     done.insert(record.asset.clone(), record);
                 }
+                bar.inc(1);
             }
-            bar.inc(batch.len() as u64);
             if !tally.failed.is_empty() {
                 bar.set_message(format!("{} failed", tally.failed.len()));
             }
+            if idle {
+                break;
+            }
         }
+        tally.batch_s += decoding_started.elapsed().as_secs_f64();
         bar.finish_and_clear();
         *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
@@ -611,33 +637,6 @@ impl Plan {
             None => None,
         };
         Ok(Models { chat, translator })
-    }
-
-    /// Reads and processes one batch; the records come back in the batch's order.
-    fn process_batch(&self, pipeline: &Pipeline, batch: &[&Asset], tally: &mut Tally) -> Vec<AssetResult> {
-        let started = Instant::now();
-        let mut records: Vec<Option<AssetResult>> = vec![None; batch.len()];
-        let mut inputs = Vec::new();
-        let mut positions = Vec::new();
-        for (position, asset) in batch.iter().enumerate() {
-            match fs::read(self.folder.join(&asset.key)) {
-                Ok(bytes) => {
-                    tally.bytes += bytes.len() as u64;
-                    inputs.push(AssetBytes { key: asset.key.clone(), bytes });
-                    positions.push(position);
-                }
-                Err(error) => {
-                    let message = format!("{}: cannot read the file: {error}", asset.key);
-                    tracing::warn!(asset = %asset.key, stage = "read", error = %message, "asset failed");
-                    records[position] = Some(self.error_record(&asset.key, "read", message));
-                }
-            }
-        }
-        for (position, processed) in positions.into_iter().zip(pipeline.process(&inputs)) {
-            records[position] = Some(processed.result);
-        }
-        tally.batch_s += started.elapsed().as_secs_f64();
-        records.into_iter().map(|record| record.expect("every asset of the batch has a record")).collect()
     }
 
     fn error_record(&self, key: &str, stage: &str, message: String) -> AssetResult {

@@ -354,3 +354,32 @@ fn prompts_sharing_a_video_or_image_encode_it_once_and_answer_as_the_reference()
         assert_eq!(b.media_tokens, a.media_tokens);
     }
 }
+
+/// Continuous batching: videos and images joining a running decode batch at different steps answer exactly as
+/// transformers answers each of them.
+#[test]
+fn videos_and_images_joining_a_running_batch_answer_as_the_reference() {
+    use vislingo_worker::models::vision_chat::{Media as ChatMedia, MediaPrompt as ChatPrompt, VisionChat};
+
+    let f = fixture();
+    let repo = ModelRepo::open(ModelSource::Local(fixture_dir())).unwrap();
+    let chat = VisionChat::load(&repo, DType::F32, &common::test_device(), Quant::None).unwrap();
+    let rows: Vec<String> =
+        f.case("batch")["rows"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().into()).collect();
+    let media: Vec<(bool, Vec<RgbImage>, String)> = rows.iter().map(|r| f.media(r)).collect();
+    let prompts: Vec<ChatPrompt> = media
+        .iter()
+        .map(|(video, frames, text)| ChatPrompt {
+            media: if *video { ChatMedia::Video(frames) } else { ChatMedia::Image(&frames[0]) },
+            text,
+        })
+        .collect();
+    let expected: Vec<Vec<u32>> = rows.iter().map(|r| ids(&f.case(r)["generated"][0])).collect();
+    let limits: Vec<usize> = expected.iter().map(|_| f.greedy().max_new_tokens).collect();
+    // The first row alone, then the others joining it mid-answer one step apart.
+    let admit_at: Vec<usize> = (0..prompts.len()).map(|i| if i == 0 { 0 } else { i + 1 }).collect();
+    let staggered = common::decode_staggered(&chat, &prompts, &limits, &admit_at, &f.greedy());
+    for (row, (got, want)) in staggered.iter().zip(&expected).enumerate() {
+        assert_eq!(&got.token_ids, want, "row {row} ({})", rows[row]);
+    }
+}

@@ -338,3 +338,42 @@ fn prompts_sharing_an_image_encode_it_once_and_answer_as_if_asked_alone() {
         assert_eq!(cached.num_tiles, alone[0].num_tiles);
     }
 }
+
+/// Continuous batching: prompts that join a running decode batch at different steps, with different limits,
+/// answer exactly as each alone (and the rows' caches are realigned as they join).
+#[test]
+fn prompts_joining_a_running_batch_answer_as_if_asked_alone() {
+    use vislingo_worker::media::{decode_file, DecodeOptions};
+    use vislingo_worker::models::vision_chat::{Media, MediaPrompt, VisionChat};
+
+    let f = fixture();
+    let repo = ModelRepo::open(ModelSource::Local(fixture_dir())).unwrap();
+    let mut chat = VisionChat::load(&repo, DType::F32, &common::test_device(), Quant::None).unwrap();
+    chat.set_date_string(Some(f.reference["date_string"].as_str().unwrap().to_string()));
+    let landscape = decode_file(fixture_dir().join("images/landscape.png"), &DecodeOptions::pillow_parity()).unwrap();
+    let portrait = decode_file(fixture_dir().join("images/portrait.jpg"), &DecodeOptions::pillow_parity()).unwrap();
+    let mut settings = chat.default_settings(8);
+    settings.sampling = None;
+    let texts = ["Describe the image.", "List tags for the image.", "What is the mood? Answer briefly."];
+    let prompts = [
+        MediaPrompt { media: Media::Image(&landscape), text: texts[0] },
+        MediaPrompt { media: Media::Image(&portrait), text: texts[1] },
+        MediaPrompt { media: Media::Image(&landscape), text: texts[1] },
+        MediaPrompt { media: Media::Image(&portrait), text: texts[2] },
+        MediaPrompt { media: Media::Image(&landscape), text: texts[2] },
+    ];
+    let limits = [8, 3, 12, 6, 9];
+    // Step 2 admits two prompts about the landscape and one about the portrait: the landscape is encoded once and
+    // its cross-attention keys/values are shared by its two rows.
+    let admit_at = [0, 2, 2, 5, 2];
+    let staggered = common::decode_staggered(&chat, &prompts, &limits, &admit_at, &settings);
+    for ((prompt, limit), got) in prompts.iter().zip(limits).zip(&staggered) {
+        let alone_settings =
+            vislingo_worker::models::vision_chat::DecodeSettings { max_new_tokens: limit, ..settings.clone() };
+        let (alone, _) = chat.answer(std::slice::from_ref(prompt), &alone_settings).unwrap();
+        assert_eq!(got.prompt_token_ids, alone[0].prompt_token_ids);
+        assert_eq!(got.token_ids, alone[0].token_ids, "{} (limit {limit})", prompt.text);
+        assert_eq!(got.tiles, alone[0].tiles);
+        assert!(got.token_ids.len() <= limit);
+    }
+}

@@ -2,13 +2,18 @@
 //! (`mllama`: Llama 3.2 Vision, images; `llava_next_video`: LLaVA-NeXT-Video, images and videos), so the pipeline
 //! drives one type without knowing which model answers.
 
+use std::time::Instant;
+
 use candle_core::{DType, Device};
 use serde::Deserialize;
 
+use crate::models::generate::{Admission, ContinuousBatch, Ended, RowRequest};
 use crate::models::hub::{read_json, ModelRepo};
+use crate::models::llava_next::LlamaSession;
 use crate::models::llava_next::{self, LlavaNextChat};
 pub use crate::models::llava_next::{Media, MediaPrompt};
 use crate::models::mllama::chat::{ImagePrompt, MllamaChat};
+use crate::models::mllama::TextSession;
 use crate::models::quant::Quant;
 pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings, FeatureCache};
 
@@ -189,5 +194,153 @@ impl VisionChat {
                 Ok((answers, timings))
             }
         }
+    }
+}
+
+/// One prompt to start decoding, with the caller's tag and its own limit on generated tokens.
+#[derive(Debug, Clone)]
+pub struct Admit<'m, T> {
+    pub tag: T,
+    pub prompt: MediaPrompt<'m>,
+    pub max_new_tokens: usize,
+}
+
+/// What an admitted prompt's answer carries besides its tokens.
+struct RowInfo<T> {
+    tag: T,
+    prompt_token_ids: Vec<u32>,
+    tiles: Option<usize>,
+    media_tokens: Option<usize>,
+}
+
+enum FamilyBatch<'c, T> {
+    Mllama(ContinuousBatch<TextSession<'c>, RowInfo<T>>),
+    LlavaNext(ContinuousBatch<LlamaSession<'c>, RowInfo<T>>),
+}
+
+/// The decode batch of a worker's model (continuous batching): prompts join while others are mid-answer and each
+/// answer comes out as soon as it ends, equal to the prompt's answer alone.
+pub struct ChatBatch<'c, T> {
+    chat: &'c VisionChat,
+    rows: FamilyBatch<'c, T>,
+}
+
+impl VisionChat {
+    /// An empty decode batch decoding as `settings` say (each admission brings its own `max_new_tokens`).
+    pub fn batch<T>(&self, settings: &DecodeSettings) -> Result<ChatBatch<'_, T>, ChatError> {
+        let rows = match self {
+            VisionChat::Mllama(chat) => FamilyBatch::Mllama(ContinuousBatch::new(chat.assets().params(settings))?),
+            VisionChat::LlavaNext(chat) => {
+                FamilyBatch::LlavaNext(ContinuousBatch::new(chat.assets().params(settings))?)
+            }
+        };
+        Ok(ChatBatch { chat: self, rows })
+    }
+}
+
+impl<'c, T> ChatBatch<'c, T> {
+    /// Prompts being decoded.
+    pub fn len(&self) -> usize {
+        match &self.rows {
+            FamilyBatch::Mllama(batch) => batch.len(),
+            FamilyBatch::LlavaNext(batch) => batch.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Encodes the prompts' media (each medium once), runs their prefill together and adds them to the batch.
+    /// Returns the answers that ended at their first token, and the time spent.
+    pub fn admit(&mut self, prompts: Vec<Admit<'_, T>>) -> Result<(Vec<(T, Answer)>, BatchTimings), ChatError> {
+        if prompts.is_empty() {
+            return Ok((Vec::new(), BatchTimings::default()));
+        }
+        let longest = prompts.iter().map(|p| p.max_new_tokens).max().unwrap_or(0);
+        let cache = FeatureCache::new();
+        let admissions = |prepared_ids: Vec<Vec<u32>>, counts: Vec<usize>, prompts: Vec<Admit<'_, T>>, video: bool| {
+            prompts
+                .into_iter()
+                .zip(prepared_ids)
+                .zip(counts)
+                .map(|((admit, ids), count)| {
+                    let frames = match admit.prompt.media {
+                        Media::Video(frames) => Some(frames.len()),
+                        Media::Image(_) => None,
+                    };
+                    let (tiles, media_tokens) = if video { (frames, Some(count)) } else { (Some(count), None) };
+                    Admission {
+                        tag: RowInfo { tag: admit.tag, prompt_token_ids: ids.clone(), tiles, media_tokens },
+                        request: RowRequest { prompt: ids, forced: Vec::new() },
+                        max_new_tokens: admit.max_new_tokens,
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let (ended, timings) = match (&mut self.rows, self.chat) {
+            (FamilyBatch::Mllama(batch), VisionChat::Mllama(chat)) => {
+                let images = prompts
+                    .iter()
+                    .map(|p| match p.prompt.media {
+                        Media::Image(image) => Ok(ImagePrompt { image, text: p.prompt.text }),
+                        Media::Video(_) => Err(ChatError::NoVideos {
+                            model: chat.name().to_string(),
+                            family: ModelFamily::Mllama.label(),
+                        }),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let prepared = chat.prepare(&images, longest, &cache)?;
+                let started = Instant::now();
+                let ended = batch.admit(prepared.session, admissions(prepared.ids, prepared.counts, prompts, false))?;
+                (ended, BatchTimings { generate_s: started.elapsed().as_secs_f64(), ..prepared.timings })
+            }
+            (FamilyBatch::LlavaNext(batch), VisionChat::LlavaNext(chat)) => {
+                let media: Vec<MediaPrompt> = prompts.iter().map(|p| p.prompt).collect();
+                let prepared = chat.prepare(&media, longest, &cache)?;
+                let started = Instant::now();
+                let ended = batch.admit(prepared.session, admissions(prepared.ids, prepared.counts, prompts, true))?;
+                (ended, BatchTimings { generate_s: started.elapsed().as_secs_f64(), ..prepared.timings })
+            }
+            _ => unreachable!("a batch is made by its own chat model"),
+        };
+        let answers = ended.into_iter().map(|e| self.answer(e)).collect::<Result<Vec<_>, _>>()?;
+        Ok((answers, timings))
+    }
+
+    /// One decode step of every prompt in the batch; returns the answers that ended.
+    pub fn step(&mut self) -> Result<Vec<(T, Answer)>, ChatError> {
+        let ended = match &mut self.rows {
+            FamilyBatch::Mllama(batch) => batch.step()?,
+            FamilyBatch::LlavaNext(batch) => batch.step()?,
+        };
+        ended.into_iter().map(|e| self.answer(e)).collect()
+    }
+
+    /// The tags of the prompts being decoded, in batch order.
+    pub fn tags(&self) -> Vec<&T> {
+        match &self.rows {
+            FamilyBatch::Mllama(batch) => batch.tags().map(|info| &info.tag).collect(),
+            FamilyBatch::LlavaNext(batch) => batch.tags().map(|info| &info.tag).collect(),
+        }
+    }
+
+    fn answer(&self, ended: Ended<RowInfo<T>>) -> Result<(T, Answer), ChatError> {
+        let token_ids = ended.generated.new_tokens().to_vec();
+        let tokenizer = match self.chat {
+            VisionChat::Mllama(chat) => chat.tokenizer(),
+            VisionChat::LlavaNext(chat) => chat.tokenizer(),
+        };
+        let text = tokenizer.decode(&token_ids, true)?;
+        let info = ended.tag;
+        let answer = Answer {
+            prompt_token_ids: info.prompt_token_ids,
+            token_ids,
+            text,
+            finished: ended.generated.finished,
+            tiles: info.tiles,
+            media_tokens: info.media_tokens,
+        };
+        Ok((info.tag, answer))
     }
 }

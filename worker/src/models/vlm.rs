@@ -122,6 +122,15 @@ pub struct Decoded {
     pub finished: bool,
 }
 
+/// Prompts made ready for decoding: their model input ids, a session holding one row per prompt (its prefill
+/// not run yet), and per prompt the count the answer reports (Mllama: image tiles; LLaVA: media tokens).
+pub struct PreparedPrompts<S> {
+    pub ids: Vec<Vec<u32>>,
+    pub session: S,
+    pub counts: Vec<usize>,
+    pub timings: BatchTimings,
+}
+
 /// The text side of a chat checkpoint.
 #[derive(Debug)]
 pub struct ChatAssets {
@@ -160,17 +169,17 @@ impl ChatAssets {
         Ok(ChatAssets { tokenizer, template, bos_token, generation, eos_token_ids })
     }
 
-    /// The generation loop's parameters for `settings`, ending on the checkpoint's end tokens.
-    /// Refuses prompts that, with `settings.max_new_tokens` generated, would pass the model's `limit` positions.
-    pub fn check_lengths(&self, ids: &[Vec<u32>], settings: &DecodeSettings, limit: usize) -> Result<(), ChatError> {
+    /// Refuses prompts that, with `max_new_tokens` generated, would pass the model's `limit` positions.
+    pub fn check_lengths(&self, ids: &[Vec<u32>], max_new_tokens: usize, limit: usize) -> Result<(), ChatError> {
         match ids.iter().map(Vec::len).max() {
-            Some(longest) if longest + settings.max_new_tokens > limit => {
-                Err(ChatError::PromptTooLong { tokens: longest + settings.max_new_tokens, limit })
+            Some(longest) if longest + max_new_tokens > limit => {
+                Err(ChatError::PromptTooLong { tokens: longest + max_new_tokens, limit })
             }
             _ => Ok(()),
         }
     }
 
+    /// The generation loop's parameters for `settings`, ending on the checkpoint's end tokens.
     pub fn params(&self, settings: &DecodeSettings) -> GenerationParams {
         GenerationParams {
             strategy: match settings.sampling {

@@ -1,8 +1,9 @@
 //! The model thread of `worker serve`: one std thread loads and owns the vision model and the translator and runs
-//! the [`Pipeline`] on batches it receives over a channel, answering each on a oneshot; the tokio runtime never
-//! blocks on inference. Jobs of a batch with different tasks or languages run as separate pipeline calls.
+//! the pipeline's continuous batch ([`Scheduler`]) over the assets it receives on a channel: each asset joins the
+//! decode batch at the next step, whatever its tasks and languages, and its record goes back on its own oneshot
+//! as soon as its answers are in and translated; the tokio runtime never blocks on inference.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
@@ -13,9 +14,8 @@ use vislingo_proto::{AssetKind, AssetResult, Lang};
 
 use crate::cli::VisionArgs;
 use crate::media::video::SampleOptions;
-use crate::models::nllb::{TranslateOptions, Translator};
-use crate::models::vision_chat::VisionChat;
-use crate::pipeline::{AssetBytes, Pipeline, PipelineSettings};
+use crate::models::nllb::TranslateOptions;
+use crate::pipeline::{AssetBytes, AssetRequest, Pipeline, PipelineSettings, Scheduler};
 use crate::tasks::{Task, TaskSet};
 
 /// One asset with what its job asks for.
@@ -28,8 +28,8 @@ pub struct EngineItem {
 }
 
 struct EngineRequest {
-    items: Vec<EngineItem>,
-    reply: oneshot::Sender<Vec<AssetResult>>,
+    item: EngineItem,
+    reply: oneshot::Sender<AssetResult>,
 }
 
 /// What the loaded models are called in result records.
@@ -53,23 +53,33 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the thread and waits until it has loaded the models (or failed to).
-    pub async fn start(vision: VisionArgs, translator: bool) -> Result<Engine> {
+    /// `decode_rows` is set to the decode batch's size after every step.
+    pub async fn start(vision: VisionArgs, translator: bool, decode_rows: prometheus::IntGauge) -> Result<Engine> {
         let tasks = vision.tasks()?;
         let (sender, receiver) = std::sync::mpsc::channel::<EngineRequest>();
         let (loaded_tx, loaded_rx) = oneshot::channel::<Result<(ModelNames, f64, candle_core::Device)>>();
         std::thread::Builder::new()
             .name("vislingo-model".into())
-            .spawn(move || model_thread(vision, translator, receiver, loaded_tx))
+            .spawn(move || model_thread(vision, translator, receiver, loaded_tx, decode_rows))
             .context("cannot start the model thread")?;
         let (names, load_seconds, device) = loaded_rx.await.context("the model thread ended while loading")??;
         Ok(Engine { sender, names, tasks, load_seconds, device })
     }
 
-    /// Runs the pipeline on `items`; one record per item, in order.
+    /// Hands `items` to the model thread's decode batch, beside whatever else is in flight; one record per item,
+    /// in order, once the last of them is done.
     pub async fn process(&self, items: Vec<EngineItem>) -> Result<Vec<AssetResult>> {
-        let (reply, answer) = oneshot::channel();
-        self.sender.send(EngineRequest { items, reply }).map_err(|_| anyhow::anyhow!("the model thread is gone"))?;
-        answer.await.context("the model thread ended during a batch")
+        let mut answers = Vec::with_capacity(items.len());
+        for item in items {
+            let (reply, answer) = oneshot::channel();
+            self.sender.send(EngineRequest { item, reply }).map_err(|_| anyhow::anyhow!("the model thread is gone"))?;
+            answers.push(answer);
+        }
+        let mut records = Vec::with_capacity(answers.len());
+        for answer in answers {
+            records.push(answer.await.context("the model thread ended while it held the job")?);
+        }
+        Ok(records)
     }
 
     /// The record of a job that failed before the pipeline (download, invalid request).
@@ -105,6 +115,7 @@ fn model_thread(
     with_translator: bool,
     receiver: std::sync::mpsc::Receiver<EngineRequest>,
     loaded: oneshot::Sender<Result<(ModelNames, f64, candle_core::Device)>>,
+    decode_rows: prometheus::IntGauge,
 ) {
     let started = Instant::now();
     let models = vision.load_models(with_translator);
@@ -133,52 +144,42 @@ fn model_thread(
     if loaded.send(Ok((names, started.elapsed().as_secs_f64(), chat.device().clone()))).is_err() {
         return;
     }
-    while let Ok(request) = receiver.recv() {
-        for item in &request.items {
-            super::fault::at(super::fault::FaultPoint::BeforePipeline, &item.asset.key);
+    let pipeline = Pipeline { chat: &chat, translator: translator.as_ref(), settings: base };
+    let mut scheduler = Scheduler::new(&pipeline);
+    // Per tag: where the record goes, and what to write if the batch panics.
+    let mut waiting: HashMap<u64, (oneshot::Sender<AssetResult>, String, AssetRequest)> = HashMap::new();
+    let mut next_tag = 0u64;
+    loop {
+        // Take what has arrived; block only when there is nothing to decode.
+        let mut arrived = Vec::new();
+        if scheduler.is_idle() {
+            match receiver.recv() {
+                Ok(request) => arrived.push(request),
+                Err(_) => break,
+            }
         }
-        let records = run_batch(&chat, translator.as_ref(), &base, request.items);
-        let _ = request.reply.send(records);
-    }
-}
-
-/// Groups the items by request, runs each group through the pipeline, and puts the records back in order.
-fn run_batch(
-    chat: &VisionChat,
-    translator: Option<&Translator>,
-    base: &PipelineSettings,
-    items: Vec<EngineItem>,
-) -> Vec<AssetResult> {
-    let mut groups: BTreeMap<(Vec<String>, Vec<String>, Option<u32>), Vec<usize>> = BTreeMap::new();
-    for (index, item) in items.iter().enumerate() {
-        let key = (
-            item.tasks.iter().map(|t| t.name.clone()).collect(),
-            item.langs.iter().map(|l| l.code().to_string()).collect(),
-            item.frames,
-        );
-        groups.entry(key).or_default().push(index);
-    }
-    let mut records: Vec<Option<AssetResult>> = (0..items.len()).map(|_| None).collect();
-    for indices in groups.values() {
-        let first = &items[indices[0]];
-        let pipeline = Pipeline {
-            chat,
-            translator,
-            settings: PipelineSettings {
-                tasks: first.tasks.clone(),
-                langs: first.langs.clone(),
-                video: match first.frames {
-                    Some(frames) => SampleOptions { frames: frames as usize, ..base.video.clone() },
-                    None => base.video.clone(),
-                },
-                ..base.clone()
-            },
-        };
-        let assets: Vec<AssetBytes> = indices.iter().map(|&i| items[i].asset.clone()).collect();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| pipeline.process(&assets))) {
-            Ok(processed) => {
-                for (&index, p) in indices.iter().zip(processed) {
-                    records[index] = Some(p.result);
+        while let Ok(request) = receiver.try_recv() {
+            arrived.push(request);
+        }
+        for EngineRequest { item, reply } in arrived {
+            super::fault::at(super::fault::FaultPoint::BeforePipeline, &item.asset.key);
+            let video = match item.frames {
+                Some(frames) => SampleOptions { frames: frames as usize, ..pipeline.settings.video.clone() },
+                None => pipeline.settings.video.clone(),
+            };
+            let request = AssetRequest { tasks: item.tasks, langs: item.langs, video };
+            scheduler.submit(next_tag, &item.asset, request.clone());
+            waiting.insert(next_tag, (reply, item.asset.key, request));
+            next_tag += 1;
+        }
+        let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| scheduler.step()));
+        decode_rows.set(scheduler.rows() as i64);
+        match stepped {
+            Ok(done) => {
+                for (tag, processed) in done {
+                    if let Some((reply, _, _)) = waiting.remove(&tag) {
+                        let _ = reply.send(processed.result);
+                    }
                 }
             }
             Err(panic) => {
@@ -187,26 +188,27 @@ fn run_batch(
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
-                tracing::error!(error = %message, assets = assets.len(), "pipeline panicked");
-                for &index in indices {
-                    let mut record = pipeline_error_record(&pipeline, &items[index].asset.key);
+                tracing::error!(error = %message, assets = waiting.len(), "decode batch panicked");
+                // Every asset in flight was in the batch: each gets an error record; a fresh batch goes on.
+                for (_, (reply, key, request)) in waiting.drain() {
+                    let mut record = panic_record(&pipeline, &key, &request);
                     record.error =
                         Some(AssetError { stage: "generate".into(), message: format!("internal error: {message}") });
-                    records[index] = Some(record);
+                    let _ = reply.send(record);
                 }
+                scheduler = Scheduler::new(&pipeline);
             }
         }
     }
-    records.into_iter().map(|r| r.expect("every item of the batch has a record")).collect()
 }
 
-fn pipeline_error_record(pipeline: &Pipeline, key: &str) -> AssetResult {
+fn panic_record(pipeline: &Pipeline, key: &str, request: &AssetRequest) -> AssetResult {
     AssetResult {
         schema_version: RESULT_SCHEMA_VERSION,
         asset: key.to_string(),
-        kind: AssetKind::Image,
+        kind: AssetKind::from_key(key).unwrap_or(AssetKind::Image),
         model: pipeline.chat.name().to_string(),
-        request: pipeline.request(),
+        request: pipeline.result_request(request),
         media: None,
         outputs: Vec::new(),
         timings: Timings::default(),

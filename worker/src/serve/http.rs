@@ -1,7 +1,7 @@
 //! The worker's tiny HTTP server: `GET /metrics` (Prometheus text), `/healthz` (the process answers) and
 //! `/readyz` (200 once the models are loaded and the broker is connected, 503 before, while reconnecting and
 //! once shutting down; `vislingo_worker_ready` says the same on /metrics). It keeps answering while a SIGTERM
-//! drains the batch in hand, so that the drain shows on /metrics and health checks do not kill it.
+//! drains the jobs in hand, so that the drain shows on /metrics and health checks do not kill it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 pub struct Readiness {
     pub models_loaded: AtomicBool,
     pub broker_connected: AtomicBool,
-    /// Shutdown was asked: the batch in hand is finishing, no new job is taken.
+    /// Shutdown was asked: the jobs in hand are finishing, no new job is taken.
     pub draining: AtomicBool,
 }
 
@@ -113,7 +113,7 @@ mod tests {
         let text = respond("GET", "/metrics", &metrics, &readiness).2;
         assert!(text.contains("vislingo_jobs_total") && text.contains("vislingo_worker_ready 1"), "{text}");
         assert_eq!(respond("GET", "/nope", &metrics, &readiness).0, "404 Not Found");
-        // SIGTERM: no longer ready, still alive (the batch in hand finishes).
+        // SIGTERM: no longer ready, still alive (the jobs in hand finish).
         readiness.draining.store(true, Ordering::SeqCst);
         assert_eq!(respond("GET", "/readyz", &metrics, &readiness).0, "503 Service Unavailable");
         assert_eq!(respond("GET", "/healthz", &metrics, &readiness).0, "200 OK");

@@ -1,6 +1,7 @@
 //! `worker serve`: the queue consumer. Loads the vision model and the translator once (on the model thread,
-//! [`engine`]), consumes its route's quorum queue with a prefetch of one batch, and for each batch of jobs:
-//! download (streamed, size-limited), decode, generate, translate through the [`crate::pipeline::Pipeline`],
+//! [`engine`]), consumes its route's quorum queue with a prefetch of `--batch-size` jobs, and for each group of
+//! jobs arriving together, concurrently with the other groups in hand: download (streamed, size-limited), hand to
+//! the model thread's continuous decode batch (decode, generate, translate: [`crate::pipeline::Scheduler`]),
 //! write `results/<batch>/<asset>.json`, then settle each delivery in [`outcome::settle`].
 //!
 //! - Transient failures (storage or broker unavailable, timeouts) are retried with backoff and never acked; a lost
@@ -17,13 +18,13 @@
 //!   the record's metadata (`x-amz-meta-vislingo-job`): if there, the job is settled by it without running again.
 //! - A pipeline call that runs past `--batch-timeout-s` means a stalled model: the worker exits with an error
 //!   (its deliveries go back to the queue, each counted as one delivery) for its supervisor to restart it.
-//! - Consumer timeout: the prefetch equals the batch size, so a delivery waits in the worker only while its own
-//!   batch runs, which `--batch-timeout-s` bounds. The consumer asks for `x-consumer-timeout`
+//! - Consumer timeout: a delivery is handled as soon as it arrives (the prefetch bounds what is in hand), so it
+//!   waits in the worker only while its own group runs, which `--batch-timeout-s` bounds. The consumer asks for `x-consumer-timeout`
 //!   (`--consumer-timeout-s`, above the batch timeout; RabbitMQ 3.11.15 and later honour it, older brokers apply
 //!   their global `consumer_timeout`, 30 min by default). Should the broker still close the channel, the job's
 //!   record is found on redelivery and the job is not run twice.
-//! - SIGTERM: cancel the consumer at once (the broker sends nothing more), finish the batch in hand (a storage
-//!   retry in progress gives up and requeues), settle it, close the channel (anything else still unacked goes
+//! - SIGTERM: cancel the consumer at once (the broker sends nothing more), finish the jobs in hand (a storage
+//!   retry in progress gives up and requeues), settle them, close the channel (anything else still unacked goes
 //!   back to the queue) and exit 0.
 
 pub mod engine;
@@ -64,10 +65,12 @@ pub struct ServeArgs {
     /// Model route to consume: the queue `vislingo.jobs.<route>` (images: mllama).
     #[arg(long, env = "VISLINGO_ROUTE", default_value = DEFAULT_IMAGE_ROUTE)]
     pub route: String,
-    /// Jobs run through the pipeline together (also the prefetch: one batch in hand at a time).
-    #[arg(long, env = "VISLINGO_BATCH_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Jobs in hand at once (the prefetch). The model decodes all of them in one continuous batch: a job joins at
+    /// the next decode step and leaves as soon as its answers are done, when the next job takes its place.
+    #[arg(long, visible_alias = "max-batch", env = "VISLINGO_BATCH_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub batch_size: u16,
-    /// Milliseconds to wait for more jobs to fill a batch once one has arrived.
+    /// Milliseconds to wait, once a job has arrived, for others arriving with it: they are downloaded, written and
+    /// settled as one group (each still decodes as soon as it is downloaded).
     #[arg(long, env = "VISLINGO_BATCH_WAIT_MS", default_value_t = 20)]
     pub batch_wait_ms: u64,
     /// Largest asset downloaded, in bytes; larger ones get an error record.
@@ -82,8 +85,8 @@ pub struct ServeArgs {
     /// Longest pause between two storage retries, in seconds.
     #[arg(long, env = "VISLINGO_RETRY_MAX_DELAY_S", default_value_t = 5.0)]
     pub retry_max_delay_s: f64,
-    /// Seconds one pipeline call may run; past it the model is deemed stalled and the worker exits (status 1) for
-    /// its supervisor to restart it. Keep it below the broker's consumer timeout.
+    /// Seconds a group of jobs may spend on the model; past it the model is deemed stalled and the worker exits
+    /// (status 1) for its supervisor to restart it. Keep it below the broker's consumer timeout.
     #[arg(long, env = "VISLINGO_BATCH_TIMEOUT_S", default_value_t = 1500.0)]
     pub batch_timeout_s: f64,
     /// The consumer's acknowledgement timeout asked of the broker (`x-consumer-timeout`, RabbitMQ 3.11.15+; older
@@ -159,7 +162,7 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
     tracing::info!(address = %listener.local_addr()?, "http listening");
     tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone(), shutdown.clone()));
 
-    let engine = Engine::start(args.vision.clone(), !args.no_translator).await?;
+    let engine = Engine::start(args.vision.clone(), !args.no_translator, metrics.decode_rows.clone()).await?;
     metrics.model_load_seconds.set(engine.load_seconds);
     metrics.observe_device(&engine.device);
     readiness.models_loaded.store(true, Ordering::SeqCst);
@@ -173,6 +176,7 @@ async fn serve_async(args: ServeArgs) -> Result<()> {
         let started = Instant::now();
         let session = worker.session(&mut connections).await;
         worker.readiness.broker_connected.store(false, Ordering::SeqCst);
+        worker.metrics.batches_dropped();
         match session {
             Ok(()) => break,
             Err(error) if error.downcast_ref::<ServeError>().is_some() => return Err(error),
@@ -228,10 +232,17 @@ impl Worker {
 
         let wait = Duration::from_millis(self.args.batch_wait_ms);
         let mut tag = consumer.tag();
+        // Groups of deliveries being handled; the prefetch bounds the jobs in hand, and the model thread decodes
+        // all of them in one continuous batch, so a group never waits for another.
+        let mut running = futures_util::stream::FuturesUnordered::new();
         loop {
             let first = tokio::select! {
                 biased;
                 _ = self.shutdown.triggered() => break,
+                Some(done) = running.next(), if !running.is_empty() => {
+                    done?;
+                    continue;
+                }
                 next = consumer.next() => next,
             };
             let mut deliveries = match first {
@@ -252,10 +263,10 @@ impl Worker {
                 }
             }
             // A suspect (a redelivered job: its worker may have crashed on it) runs alone with nothing else in
-            // hand, so that a crash counts against it only: the consumer is cancelled, everything else in hand is
-            // given back, and consuming starts again once the suspect is settled.
+            // hand, so that a crash counts against it only: the consumer is cancelled, what arrived with it is
+            // given back, the jobs already running finish, and consuming starts again once the suspect is settled.
             let Some(position) = deliveries.iter().position(is_suspect) else {
-                self.handle_batch_until_settled(&channel, Some(&tag), deliveries).await?;
+                running.push(Box::pin(self.handle_batch(&channel, deliveries)));
                 if let Some(error) = lost {
                     return Err(broker::amqp("receive")(error).into());
                 }
@@ -277,16 +288,26 @@ impl Worker {
                 let outcome = Outcome::GiveBack { deliveries: deliveries_so_far(&delivery) };
                 settle(&channel, &self.topology.route, &delivery, &outcome, &self.metrics).await?;
             }
+            while let Some(done) = running.next().await {
+                done?;
+            }
             tracing::info!(job_id = %message_id(&suspect), deliveries = deliveries_so_far(&suspect), "suspect alone");
-            self.handle_batch_until_settled(&channel, None, vec![suspect]).await?;
+            self.handle_batch(&channel, vec![suspect]).await?;
             if self.shutdown.is_triggered() {
                 break;
             }
             consumer = self.consume(&channel).await?;
             tag = consumer.tag();
         }
-        // Shutdown: no new deliveries; whatever the broker had already sent goes back when the channel closes.
+        // Shutdown: the broker sends nothing more; the jobs in hand finish and are settled; whatever the broker had
+        // sent besides goes back when the channel closes.
+        if !running.is_empty() {
+            tracing::info!(groups = running.len(), "shutdown: consumer cancelled, finishing the jobs in hand");
+        }
         let _ = channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
+        while let Some(done) = running.next().await {
+            done?;
+        }
         let _ = channel.close(200, "shutdown".into()).await;
         let _ = connection.close(200, "shutdown".into()).await;
         Ok(())
@@ -304,29 +325,6 @@ impl Worker {
             .await
             .map_err(broker::amqp(format!("consume {queue}")))?;
         Ok(consumer)
-    }
-
-    /// [`Worker::handle_batch`], cancelling the consumer `tag` (unless already cancelled: `None`) as soon as
-    /// shutdown is triggered: the broker then sends nothing more while the batch in hand finishes.
-    async fn handle_batch_until_settled(
-        &self,
-        channel: &lapin::Channel,
-        tag: Option<&lapin::types::ShortString>,
-        deliveries: Vec<Delivery>,
-    ) -> Result<()> {
-        let batch = self.handle_batch(channel, deliveries);
-        tokio::pin!(batch);
-        let Some(tag) = tag.filter(|_| !self.shutdown.is_triggered()) else { return batch.await };
-        tokio::select! {
-            biased;
-            result = &mut batch => return result,
-            _ = self.shutdown.triggered() => {}
-        }
-        tracing::info!("shutdown: consumer cancelled, finishing the batch in hand");
-        if let Err(error) = channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await {
-            tracing::warn!(%error, "consumer not cancelled");
-        }
-        batch.await
     }
 
     /// Runs one batch of deliveries to their settlement. Err when the channel is lost or the model stalled.
@@ -493,7 +491,7 @@ impl Worker {
                 lost.get_or_insert(error);
             }
         }
-        self.metrics.batch_settled();
+        self.metrics.batch_settled(now.as_secs_f64());
         match lost {
             Some(error) => Err(error.into()),
             None => Ok(()),

@@ -39,3 +39,33 @@ pub fn test_device() -> candle_core::Device {
         _ => candle_core::Device::Cpu,
     }
 }
+
+/// Decodes `prompts` in one continuous batch, admitting prompt `i` (with its own `max_new_tokens`) before decode
+/// step `admit_at[i]`; returns each prompt's answer, in order.
+#[allow(dead_code)]
+pub fn decode_staggered(
+    chat: &vislingo_worker::models::vision_chat::VisionChat,
+    prompts: &[vislingo_worker::models::vision_chat::MediaPrompt],
+    limits: &[usize],
+    admit_at: &[usize],
+    settings: &vislingo_worker::models::vision_chat::DecodeSettings,
+) -> Vec<vislingo_worker::models::vision_chat::Answer> {
+    use vislingo_worker::models::vision_chat::Admit;
+    let mut batch = chat.batch::<usize>(settings).unwrap();
+    let mut answers: Vec<Option<_>> = vec![None; prompts.len()];
+    let mut step = 0;
+    while answers.iter().any(Option::is_none) {
+        let joining: Vec<Admit<usize>> = (0..prompts.len())
+            .filter(|&i| admit_at[i] == step)
+            .map(|i| Admit { tag: i, prompt: prompts[i], max_new_tokens: limits[i] })
+            .collect();
+        let (ended, _) = batch.admit(joining).unwrap();
+        for (i, answer) in ended.into_iter().chain(batch.step().unwrap()) {
+            answers[i] = Some(answer);
+        }
+        step += 1;
+        assert!(step < 10_000, "the batch ends");
+    }
+    assert!(batch.is_empty());
+    answers.into_iter().map(Option::unwrap).collect()
+}

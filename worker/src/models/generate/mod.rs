@@ -6,11 +6,13 @@
 //! nothing in the other rows' results but stops paying for it.
 
 mod beam;
+mod continuous;
 mod sampling;
 
 use candle_core::Tensor;
 
 pub use beam::EarlyStopping;
+pub use continuous::{Admission, ContinuousBatch, Ended, JoinSession};
 
 /// A model mid-generation: it holds the KV caches of `rows()` sequences.
 pub trait DecodeSession {
@@ -112,13 +114,31 @@ fn validate(
     requests: &[RowRequest],
     params: &GenerationParams,
 ) -> Result<(), GenerateError> {
-    let invalid = |m: String| Err(GenerateError::Invalid(m));
     if session.rows() != requests.len() {
-        return invalid(format!("session holds {} rows for {} requests", session.rows(), requests.len()));
+        return Err(GenerateError::Invalid(format!(
+            "session holds {} rows for {} requests",
+            session.rows(),
+            requests.len()
+        )));
     }
-    if requests.iter().any(|r| r.prompt.is_empty()) {
-        return invalid("every prompt needs at least one token".into());
+    for request in requests {
+        validate_row(request, params.max_new_tokens)?;
     }
+    validate_params(params)
+}
+
+fn validate_row(request: &RowRequest, max_new_tokens: usize) -> Result<(), GenerateError> {
+    if request.prompt.is_empty() {
+        return Err(GenerateError::Invalid("every prompt needs at least one token".into()));
+    }
+    if max_new_tokens == 0 {
+        return Err(GenerateError::Invalid("max_new_tokens must be at least 1".into()));
+    }
+    Ok(())
+}
+
+fn validate_params(params: &GenerationParams) -> Result<(), GenerateError> {
+    let invalid = |m: String| Err(GenerateError::Invalid(m));
     if params.max_new_tokens == 0 {
         return invalid("max_new_tokens must be at least 1".into());
     }
@@ -127,8 +147,7 @@ fn validate(
     }
     match &params.strategy {
         Strategy::Beam { num_beams: 0, .. } => invalid("num_beams must be at least 1".into()),
-        Strategy::Sample { temperature, top_p, .. } if !(*temperature > 0.0 && temperature.is_finite()) => {
-            let _ = top_p;
+        Strategy::Sample { temperature, .. } if !(*temperature > 0.0 && temperature.is_finite()) => {
             invalid(format!("temperature must be > 0, got {temperature}"))
         }
         Strategy::Sample { top_p, .. } if !(*top_p > 0.0 && *top_p <= 1.0) => {

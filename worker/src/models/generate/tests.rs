@@ -202,3 +202,83 @@ fn invalid_settings_are_refused() {
     p.max_new_tokens = 0;
     assert!(matches!(generate(&mut session, &request, &p), Err(GenerateError::Invalid(_))));
 }
+
+impl JoinSession for ToySession {
+    fn join(&mut self, other: Self) -> candle_core::Result<()> {
+        self.histories.extend(other.histories);
+        Ok(())
+    }
+}
+
+/// Runs `requests` through a continuous batch, admitting request `i` before step `admit_at[i]` (several may
+/// join at once), each with its own limit; returns what ended, by request.
+fn run_continuous(
+    requests: &[RowRequest],
+    limits: &[usize],
+    admit_at: &[usize],
+    p: &GenerationParams,
+    eos_bias: f32,
+) -> Vec<Generated> {
+    let mut batch: ContinuousBatch<ToySession, usize> = ContinuousBatch::new(p.clone()).unwrap();
+    let mut out: Vec<Option<Generated>> = vec![None; requests.len()];
+    let mut step = 0;
+    while out.iter().any(Option::is_none) {
+        let joining: Vec<usize> = (0..requests.len()).filter(|&i| admit_at[i] == step).collect();
+        if !joining.is_empty() {
+            let admissions = joining
+                .iter()
+                .map(|&i| Admission { tag: i, request: requests[i].clone(), max_new_tokens: limits[i] })
+                .collect();
+            for ended in batch.admit(ToySession::new(joining.len(), eos_bias), admissions).unwrap() {
+                out[ended.tag] = Some(ended.generated);
+            }
+        }
+        for ended in batch.step().unwrap() {
+            out[ended.tag] = Some(ended.generated);
+        }
+        step += 1;
+        assert!(step < 1000, "the batch ends");
+    }
+    assert!(batch.is_empty());
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+#[test]
+fn rows_admitted_at_any_step_decode_as_they_would_alone() {
+    let requests = vec![
+        RowRequest { prompt: vec![2, 3], forced: vec![] },
+        RowRequest { prompt: vec![1], forced: vec![] },
+        RowRequest { prompt: vec![4, 4, 1, 3], forced: vec![] },
+        RowRequest { prompt: vec![5], forced: vec![6] },
+        RowRequest { prompt: vec![3, 1], forced: vec![] },
+    ];
+    let limits = [12, 3, 7, 1, 20];
+    // Joining a running batch, two at once, and into an emptied batch after everyone ended.
+    let admit_at = [0, 2, 2, 5, 40];
+    for (strategy, min_new_tokens) in
+        [(Strategy::Greedy, 0), (Strategy::Greedy, 4), (Strategy::Sample { temperature: 0.8, top_p: 0.9, seed: 7 }, 0)]
+    {
+        let mut p = params(strategy.clone());
+        p.min_new_tokens = min_new_tokens;
+        let continuous = run_continuous(&requests, &limits, &admit_at, &p, 0.15);
+        for ((request, limit), got) in requests.iter().zip(limits).zip(&continuous) {
+            let alone =
+                run(std::slice::from_ref(request), &GenerationParams { max_new_tokens: limit, ..p.clone() }, 0.15);
+            assert_eq!(&alone[0], got, "{strategy:?} min_new_tokens {min_new_tokens}");
+            assert!(got.new_tokens().len() <= limit);
+        }
+    }
+}
+
+#[test]
+fn continuous_batching_refuses_beam_search_and_mismatched_admissions() {
+    let beam = Strategy::Beam { num_beams: 2, length_penalty: 1.0, early_stopping: EarlyStopping::False };
+    assert!(matches!(ContinuousBatch::<ToySession, usize>::new(params(beam)), Err(GenerateError::Invalid(_))));
+    let mut batch: ContinuousBatch<ToySession, usize> = ContinuousBatch::new(params(Strategy::Greedy)).unwrap();
+    let admission = Admission { tag: 0, request: RowRequest { prompt: vec![2], forced: vec![] }, max_new_tokens: 3 };
+    let two_rows = ToySession::new(2, 0.0);
+    assert!(matches!(batch.admit(two_rows, vec![admission.clone()]), Err(GenerateError::Invalid(_))));
+    let no_tokens = Admission { max_new_tokens: 0, ..admission };
+    assert!(matches!(batch.admit(ToySession::new(1, 0.0), vec![no_tokens]), Err(GenerateError::Invalid(_))));
+    assert!(batch.is_empty());
+}

@@ -7,6 +7,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::processor::LlavaNextProcessor;
+use super::text::LlamaSession;
 use super::{LlavaNextVideo, LlavaNextVideoConfig};
 use crate::media::RgbImage;
 use crate::models::chat_template::{Content, Message};
@@ -14,7 +15,7 @@ use crate::models::hub::{read_json, ModelRepo, WeightFiles};
 use crate::models::quant::Quant;
 use crate::models::tokenizer::HfTokenizer;
 pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings, GenerationConfig};
-use crate::models::vlm::{ChatAssets, FeatureCache, MediaFeatures, MediaKey};
+use crate::models::vlm::{ChatAssets, FeatureCache, MediaFeatures, MediaKey, PreparedPrompts};
 
 const FAMILY: &str = "LLaVA-NeXT-Video";
 
@@ -104,6 +105,11 @@ impl LlavaNextChat {
         &self.model
     }
 
+    /// The text side of the checkpoint: tokenizer, template, end tokens, decoding defaults.
+    pub fn assets(&self) -> &ChatAssets {
+        &self.assets
+    }
+
     pub fn tokenizer(&self) -> &HfTokenizer {
         &self.assets.tokenizer
     }
@@ -151,10 +157,39 @@ impl LlavaNextChat {
         settings: &DecodeSettings,
         cache: &FeatureCache<'m>,
     ) -> Result<(Vec<Answer>, BatchTimings), ChatError> {
-        let mut timings = BatchTimings::default();
         if prompts.is_empty() {
-            return Ok((Vec::new(), timings));
+            return Ok((Vec::new(), BatchTimings::default()));
         }
+        let PreparedPrompts { ids, mut session, counts, mut timings } =
+            self.prepare(prompts, settings.max_new_tokens, cache)?;
+        let started = Instant::now();
+        let decoded = self.assets.generate(&mut session, &ids, settings)?;
+        timings.generate_s = started.elapsed().as_secs_f64();
+        let answers = decoded
+            .into_iter()
+            .zip(ids)
+            .zip(counts)
+            .map(|((out, prompt_token_ids), media_tokens)| Answer {
+                prompt_token_ids,
+                token_ids: out.token_ids,
+                text: out.text,
+                finished: out.finished,
+                media_tokens,
+            })
+            .collect();
+        Ok((answers, timings))
+    }
+
+    /// The prompts' ids and a decoding session holding their embeddings, each medium's features taken from
+    /// `cache` or computed and added to it. Refuses prompts that would pass the model's positions with
+    /// `max_new_tokens` generated.
+    pub fn prepare<'m>(
+        &self,
+        prompts: &[MediaPrompt<'m>],
+        max_new_tokens: usize,
+        cache: &FeatureCache<'m>,
+    ) -> Result<PreparedPrompts<LlamaSession<'_>>, ChatError> {
+        let mut timings = BatchTimings::default();
         let started = Instant::now();
         let device = self.model.device().clone();
         let mut processed: Vec<(MediaKey, Processed)> = Vec::new();
@@ -184,7 +219,7 @@ impl LlavaNextChat {
             keys.push(key);
         }
         let limit = self.model.config().text_config.max_position_embeddings;
-        self.assets.check_lengths(&ids, settings, limit)?;
+        self.assets.check_lengths(&ids, max_new_tokens, limit)?;
         timings.preprocess_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
@@ -204,7 +239,7 @@ impl LlavaNextChat {
             cache.insert(*key, MediaFeatures { features, count: self.media_tokens(media) });
         }
         let mut embeddings = Vec::with_capacity(prompts.len());
-        let mut media_tokens = Vec::with_capacity(prompts.len());
+        let mut counts = Vec::with_capacity(prompts.len());
         for (key, ids) in keys.iter().zip(&ids) {
             let media = cache.get(*key).expect("every medium encoded above");
             embeddings.push(if key.is_video() {
@@ -212,28 +247,10 @@ impl LlavaNextChat {
             } else {
                 self.model.merge_features(ids, Some(&media.features), None)?
             });
-            media_tokens.push(media.count);
+            counts.push(media.count);
         }
         timings.vision_s = started.elapsed().as_secs_f64();
-
-        let started = Instant::now();
-        let mut session = self.model.start(embeddings);
-        let decoded = self.assets.generate(&mut session, &ids, settings)?;
-        timings.generate_s = started.elapsed().as_secs_f64();
-
-        let answers = decoded
-            .into_iter()
-            .zip(ids)
-            .zip(media_tokens)
-            .map(|((out, prompt_token_ids), media_tokens)| Answer {
-                prompt_token_ids,
-                token_ids: out.token_ids,
-                text: out.text,
-                finished: out.finished,
-                media_tokens,
-            })
-            .collect();
-        Ok((answers, timings))
+        Ok(PreparedPrompts { ids, session: self.model.start(embeddings), counts, timings })
     }
 
     /// Placeholder tokens the processor expands a medium's `<image>` or `<video>` into.

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{embedding, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
 
 use super::config::LlamaConfig;
-use crate::models::generate::DecodeSession;
+use crate::models::generate::{DecodeSession, JoinSession};
 use crate::models::mllama::text::{
     causal_padding_mask, padded_positions, rope_inverse_frequencies, KvCache, Mlp, Rope, SelfAttention,
 };
@@ -178,6 +178,37 @@ impl LlamaSession<'_> {
     pub fn prefill_logits(&mut self, prompts: &[Vec<u32>]) -> Result<Tensor> {
         let hidden = self.prefill(prompts)?;
         self.model.logits(&hidden)
+    }
+}
+
+impl JoinSession for LlamaSession<'_> {
+    /// Lines the two sessions' rows up on one position axis (the shorter side gains left padding, leading
+    /// positions that every row pads are dropped) and stacks their caches.
+    fn join(&mut self, other: Self) -> Result<()> {
+        if !std::ptr::eq(self.model, other.model) {
+            candle_core::bail!("join: the sessions belong to different models");
+        }
+        if self.len == 0 || other.len == 0 {
+            candle_core::bail!("join: both sessions must have run their prefill");
+        }
+        let width = self.len.max(other.len);
+        let (a_shift, b_shift) = (width - self.len, width - other.len);
+        let trim =
+            self.pads.iter().map(|p| p + a_shift).chain(other.pads.iter().map(|p| p + b_shift)).min().unwrap_or(0);
+        for (mine, theirs) in self.kv.iter_mut().zip(other.kv.iter()) {
+            *mine = match (mine.take(), theirs) {
+                (Some(a), Some(b)) => Some(KvCache::join(&a, a_shift, b, b_shift, trim)?),
+                (None, None) => None,
+                _ => candle_core::bail!("join: the sessions differ in which layers hold a cache"),
+            };
+        }
+        for pad in self.pads.iter_mut() {
+            *pad = *pad + a_shift - trim;
+        }
+        self.pads.extend(other.pads.iter().map(|p| p + b_shift - trim));
+        self.len = width - trim;
+        self.prompt_embeddings = None;
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::processor::MllamaImageProcessor;
+use super::text::TextSession;
 use super::{cross_attention_token_masks, ImageContext, Mllama, MllamaConfig};
 use crate::media::RgbImage;
 use crate::models::chat_template::{Content, Message};
@@ -15,7 +16,7 @@ use crate::models::prequant::QuantizationConfig;
 use crate::models::quant::Quant;
 use crate::models::tokenizer::HfTokenizer;
 pub use crate::models::vlm::{BatchTimings, ChatError, DecodeSettings, GenerationConfig};
-use crate::models::vlm::{ChatAssets, FeatureCache, MediaFeatures, MediaKey};
+use crate::models::vlm::{ChatAssets, FeatureCache, MediaFeatures, MediaKey, PreparedPrompts};
 
 const FAMILY: &str = "Llama 3.2 Vision (mllama)";
 
@@ -80,6 +81,11 @@ impl MllamaChat {
         &self.model
     }
 
+    /// The text side of the checkpoint: tokenizer, template, end tokens, decoding defaults.
+    pub fn assets(&self) -> &ChatAssets {
+        &self.assets
+    }
+
     pub fn tokenizer(&self) -> &HfTokenizer {
         &self.assets.tokenizer
     }
@@ -135,15 +141,44 @@ impl MllamaChat {
         settings: &DecodeSettings,
         cache: &FeatureCache<'m>,
     ) -> Result<(Vec<Answer>, BatchTimings), ChatError> {
-        let mut timings = BatchTimings::default();
         if prompts.is_empty() {
-            return Ok((Vec::new(), timings));
+            return Ok((Vec::new(), BatchTimings::default()));
         }
+        let PreparedPrompts { ids, mut session, counts, mut timings } =
+            self.prepare(prompts, settings.max_new_tokens, cache)?;
+        let started = Instant::now();
+        let decoded = self.assets.generate(&mut session, &ids, settings)?;
+        timings.generate_s = started.elapsed().as_secs_f64();
+        let answers = decoded
+            .into_iter()
+            .zip(ids)
+            .zip(counts)
+            .map(|((out, prompt_token_ids), num_tiles)| Answer {
+                prompt_token_ids,
+                token_ids: out.token_ids,
+                text: out.text,
+                finished: out.finished,
+                num_tiles,
+            })
+            .collect();
+        Ok((answers, timings))
+    }
+
+    /// The prompts' ids and a decoding session holding them, the images' features taken from `cache` or
+    /// encoded (together) and added to it. Refuses prompts that would pass the model's positions with
+    /// `max_new_tokens` generated.
+    pub fn prepare<'m>(
+        &self,
+        prompts: &[ImagePrompt<'m>],
+        max_new_tokens: usize,
+        cache: &FeatureCache<'m>,
+    ) -> Result<PreparedPrompts<TextSession<'_>>, ChatError> {
+        let mut timings = BatchTimings::default();
         let started = Instant::now();
         let device = self.model.device().clone();
         let ids = prompts.iter().map(|p| self.prompt_ids(p.text, true)).collect::<Result<Vec<_>, _>>()?;
         let limit = self.model.config().text_config.max_position_embeddings;
-        self.assets.check_lengths(&ids, settings, limit)?;
+        self.assets.check_lengths(&ids, max_new_tokens, limit)?;
         let keys: Vec<MediaKey> = prompts.iter().map(|p| MediaKey::image(p.image)).collect();
         let mut missing: Vec<(MediaKey, &RgbImage)> = Vec::new();
         for (key, prompt) in keys.iter().zip(prompts) {
@@ -163,9 +198,22 @@ impl MllamaChat {
                 cache.insert(*key, MediaFeatures { features: states.get(i)?, count: image.num_tiles });
             }
         }
-        let rows: Vec<MediaFeatures> =
-            keys.iter().map(|key| cache.get(*key).expect("every image encoded above")).collect();
-        let states = Tensor::stack(&rows.iter().map(|r| &r.features).collect::<Vec<_>>(), 0)?;
+        // Each distinct image once; rows point at theirs.
+        let mut distinct: Vec<MediaKey> = Vec::new();
+        let row_images: Vec<usize> = keys
+            .iter()
+            .map(|key| match distinct.iter().position(|k| k == key) {
+                Some(index) => index,
+                None => {
+                    distinct.push(*key);
+                    distinct.len() - 1
+                }
+            })
+            .collect();
+        let images: Vec<MediaFeatures> =
+            distinct.iter().map(|key| cache.get(*key).expect("every image encoded above")).collect();
+        let states = Tensor::stack(&images.iter().map(|r| &r.features).collect::<Vec<_>>(), 0)?;
+        let rows: Vec<&MediaFeatures> = row_images.iter().map(|&i| &images[i]).collect();
         let max_tiles = self.model.config().vision_config.max_num_tiles;
         let image_token_id = self.model.config().image_token_index;
         let token_masks = ids
@@ -174,26 +222,10 @@ impl MllamaChat {
             .map(|(ids, image)| cross_attention_token_masks(ids, image_token_id, &[image.count], max_tiles))
             .collect();
         let context = ImageContext { states, token_masks, patches_per_tile: self.model.patches_per_tile() };
+        let session = self.model.start_shared(prompts.len(), Some(context), row_images)?;
         timings.vision_s = started.elapsed().as_secs_f64();
-
-        let started = Instant::now();
-        let mut session = self.model.start(prompts.len(), Some(context))?;
-        let decoded = self.assets.generate(&mut session, &ids, settings)?;
-        timings.generate_s = started.elapsed().as_secs_f64();
-
-        let answers = decoded
-            .into_iter()
-            .zip(ids)
-            .zip(&rows)
-            .map(|((out, prompt_token_ids), image)| Answer {
-                prompt_token_ids,
-                token_ids: out.token_ids,
-                text: out.text,
-                finished: out.finished,
-                num_tiles: image.count,
-            })
-            .collect();
-        Ok((answers, timings))
+        let counts = rows.iter().map(|r| r.count).collect();
+        Ok(PreparedPrompts { ids, session, counts, timings })
     }
 }
 

@@ -100,6 +100,17 @@ impl Mllama {
         self.text.start(rows, images)
     }
 
+    /// A decoding session whose rows may share images: `images.states` holds each image once and
+    /// `row_images[row]` names each row's (see [`TextModel::start_shared`]).
+    pub fn start_shared(
+        &self,
+        rows: usize,
+        images: Option<ImageContext>,
+        row_images: Vec<usize>,
+    ) -> Result<TextSession<'_>> {
+        self.text.start_shared(rows, images, row_images)
+    }
+
     /// Images per vision-encoder pass under [`VISION_SCORES_BUDGET`] (at least one).
     fn vision_chunk_images(&self) -> usize {
         let v = &self.config.vision_config;

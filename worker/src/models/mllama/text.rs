@@ -11,7 +11,7 @@ use crate::models::quant::{QLinear, Quant};
 
 use super::config::{RopeScaling, TextConfig};
 use super::vision::{dtype_min, softmax_f32};
-use crate::models::generate::DecodeSession;
+use crate::models::generate::{DecodeSession, JoinSession};
 
 fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
     candle_nn::rms_norm(size, eps, vb)
@@ -159,6 +159,27 @@ impl KvCache {
         Ok((cache.k.narrow(2, 0, cache.len)?, cache.v.narrow(2, 0, cache.len)?))
     }
 
+    /// The caches of two groups of rows, `a`'s rows first, lined up on one position axis: `a_shift` and
+    /// `b_shift` empty (masked) positions go before each group's own, then the first `trim` positions of the
+    /// result, padding in every row, are dropped.
+    pub(crate) fn join(a: &KvCache, a_shift: usize, b: &KvCache, b_shift: usize, trim: usize) -> Result<KvCache> {
+        let len = a.len + a_shift - trim;
+        if b.len + b_shift - trim != len {
+            candle_core::bail!("joined caches differ in length: {} + {a_shift} vs {} + {b_shift}", a.len, b.len);
+        }
+        let capacity = len + Self::HEADROOM;
+        let place = |t: &Tensor, filled: usize, shift: usize| -> Result<Tensor> {
+            let (start, offset) = (trim.saturating_sub(shift), shift.saturating_sub(trim));
+            let (rows, heads, _, head_dim) = t.dims4()?;
+            let out = Tensor::zeros((rows, heads, capacity, head_dim), t.dtype(), t.device())?;
+            out.slice_set(&t.narrow(2, start, filled - start)?.contiguous()?, 2, offset)?;
+            Ok(out)
+        };
+        let k = Tensor::cat(&[place(&a.k, a.len, a_shift)?, place(&b.k, b.len, b_shift)?], 0)?;
+        let v = Tensor::cat(&[place(&a.v, a.len, a_shift)?, place(&b.v, b.len, b_shift)?], 0)?;
+        Ok(KvCache { k, v, len })
+    }
+
     /// Keeps these rows, in this order.
     pub(crate) fn select_rows(&mut self, index: &Tensor) -> Result<()> {
         self.k = self.k.index_select(index, 0)?;
@@ -206,12 +227,42 @@ impl CrossAttention {
         Ok((k, v))
     }
 
-    fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor), mask: &Tensor) -> Result<Tensor> {
+    /// `kv` holds each image's keys and values once; `routing` says which image each row attends to, and `mask`
+    /// is already laid out as `routing` needs it.
+    fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor), mask: &Tensor, routing: &CrossRouting) -> Result<Tensor> {
         let (rows, len, hidden) = x.dims3()?;
         let q =
             self.q_proj.forward(x)?.reshape((rows, len, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()?;
         let q = self.q_norm.forward(&q)?;
-        let out = grouped_attention(&q, &kv.0, &kv.1, mask, self.kv_heads)?;
+        let out = match &routing.slots {
+            None => grouped_attention(&q, &kv.0, &kv.1, mask, self.kv_heads)?,
+            Some(slots) => {
+                // Rows gathered into `per_image` slots per image, folded into the query length of their image's
+                // keys: each image's keys and values are read once for all its rows.
+                let (images, per_image) = (kv.0.dim(0)?, slots.per_image);
+                let groups = self.heads / self.kv_heads;
+                let q = q.index_select(&slots.gather, 0)?;
+                let q = q
+                    .reshape((images, per_image, self.kv_heads, groups * len * self.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((images, self.kv_heads, per_image * groups * len, self.head_dim))?;
+                let keys = kv.0.dim(2)?;
+                let scores = (q.matmul(&kv.0.t()?)? / (self.head_dim as f64).sqrt())?;
+                // mask: (images * per_image, 1, len, keys), the same for every head of a slot
+                let scores = scores
+                    .reshape((images, self.kv_heads, per_image, groups, len, keys))?
+                    .broadcast_add(&mask.reshape((images, 1, per_image, 1, len, keys))?)?;
+                let weights = softmax_f32(&scores)?.reshape((images, self.kv_heads, per_image * groups * len, keys))?;
+                weights
+                    .matmul(&kv.1)?
+                    .reshape((images, self.kv_heads, per_image, groups * len * self.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((images * per_image, self.heads, len, self.head_dim))?
+                    .index_select(&slots.scatter, 0)?
+            }
+        };
         self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, hidden))?)
     }
 }
@@ -336,7 +387,26 @@ impl TextModel {
     /// A decoding session over `rows` sequences. `images` holds the projected image features of each row,
     /// `(rows, vision_tokens, hidden)` (all rows, or `None` for text-only batches).
     pub fn start(&self, rows: usize, images: Option<ImageContext>) -> Result<TextSession<'_>> {
+        self.start_shared(rows, images, (0..rows).collect())
+    }
+
+    /// A decoding session over `rows` sequences whose images may repeat: `images.states` holds each distinct
+    /// image once, `(images, vision_tokens, hidden)`, and `row_images[row]` is the image of each row. Each image's
+    /// cross-attention keys and values are computed and kept once, whatever the number of its rows.
+    pub fn start_shared(
+        &self,
+        rows: usize,
+        images: Option<ImageContext>,
+        row_images: Vec<usize>,
+    ) -> Result<TextSession<'_>> {
         let started = std::time::Instant::now();
+        let image_count = match &images {
+            Some(context) => context.states.dim(0)?,
+            None => 0,
+        };
+        if images.is_some() && (row_images.len() != rows || row_images.iter().any(|&i| i >= image_count)) {
+            candle_core::bail!("{rows} rows map to images {row_images:?} of {image_count}");
+        }
         let cross = match &images {
             Some(context) => self
                 .layers
@@ -360,6 +430,8 @@ impl TextModel {
             token_masks: images.map(|c| c.token_masks),
             decode_cross_mask: None,
             rows: (0..rows).map(|_| RowState::default()).collect(),
+            row_images: if image_count > 0 { row_images } else { Vec::new() },
+            images: image_count,
         })
     }
 
@@ -382,7 +454,7 @@ impl TextModel {
         let cross_masks = match (&session.token_masks, &session.decode_cross_mask) {
             (Some(_), Some(cached)) if decoding && len == 1 => Some(cached.clone()),
             (Some(masks), _) => {
-                let built = cross_attention_mask(
+                let (mask, visible) = cross_attention_mask(
                     masks,
                     &session.rows,
                     past,
@@ -391,6 +463,8 @@ impl TextModel {
                     &self.device,
                     self.dtype,
                 )?;
+                let routing = CrossRouting::new(&session.row_images, session.images, &self.device)?;
+                let built = (routing.to_slots(mask)?, visible, routing);
                 if decoding && len == 1 {
                     session.decode_cross_mask = Some(built.clone());
                 }
@@ -412,10 +486,11 @@ impl TextModel {
                 }
                 Layer::CrossAttention { attn, mlp, input_layernorm, post_attention_layernorm, attn_gate, mlp_gate } => {
                     // Skipped when the batch has no image (transformers skips it for text-only inputs).
-                    let (Some(kv), Some((mask, row_visible))) = (&session.cross_kv[index], &cross_masks) else {
+                    let (Some(kv), Some((mask, row_visible, routing))) = (&session.cross_kv[index], &cross_masks)
+                    else {
                         continue;
                     };
-                    let h = attn.forward(&input_layernorm.forward(&x)?, kv, mask)?;
+                    let h = attn.forward(&input_layernorm.forward(&x)?, kv, mask, routing)?;
                     x = (&x + h.broadcast_mul(attn_gate)?)?;
                     let h = mlp.forward(&post_attention_layernorm.forward(&x)?)?.broadcast_mul(row_visible)?;
                     x = (&x + h.broadcast_mul(mlp_gate)?)?;
@@ -469,16 +544,75 @@ struct RowState {
     source: usize,
 }
 
+/// Which image each row's cross-attention reads. With one image per row, in order, rows and images line up
+/// (`slots: None`); otherwise each image gets `per_image` slots, rows are gathered into their image's slots for
+/// the attention (spare slots repeat row 0 and are dropped) and scattered back.
+#[derive(Debug, Clone)]
+struct CrossRouting {
+    slots: Option<Slots>,
+}
+
+#[derive(Debug, Clone)]
+struct Slots {
+    per_image: usize,
+    /// Row of each slot, `(images * per_image)`.
+    gather: Tensor,
+    /// Slot of each row, `(rows)`.
+    scatter: Tensor,
+}
+
+impl CrossRouting {
+    fn new(row_images: &[usize], images: usize, device: &Device) -> Result<CrossRouting> {
+        if row_images.len() == images && row_images.iter().enumerate().all(|(row, &image)| row == image) {
+            return Ok(CrossRouting { slots: None });
+        }
+        let mut counts = vec![0usize; images];
+        for &image in row_images {
+            counts[image] += 1;
+        }
+        let per_image = counts.iter().copied().max().unwrap_or(1).max(1);
+        let mut gather = vec![0u32; images * per_image];
+        let mut filled = vec![0usize; images];
+        let mut scatter = Vec::with_capacity(row_images.len());
+        for (row, &image) in row_images.iter().enumerate() {
+            let slot = image * per_image + filled[image];
+            filled[image] += 1;
+            gather[slot] = row as u32;
+            scatter.push(slot as u32);
+        }
+        Ok(CrossRouting {
+            slots: Some(Slots {
+                per_image,
+                gather: Tensor::new(gather.as_slice(), device)?,
+                scatter: Tensor::new(scatter.as_slice(), device)?,
+            }),
+        })
+    }
+
+    /// A per-row tensor `(rows, ...)` laid out by slot `(images * per_image, ...)`.
+    fn to_slots(&self, per_row: Tensor) -> Result<Tensor> {
+        match &self.slots {
+            None => Ok(per_row),
+            Some(slots) => per_row.index_select(&slots.gather, 0),
+        }
+    }
+}
+
 /// A text decoder mid-generation over a batch of rows.
 pub struct TextSession<'m> {
     model: &'m TextModel,
     self_kv: Vec<Option<KvCache>>,
     cross_kv: Vec<Option<(Tensor, Tensor)>>,
     token_masks: Option<Vec<Vec<Vec<u8>>>>,
-    /// The cross-attention mask and row factor of a one-token decode step, kept while the rows stay the same.
-    decode_cross_mask: Option<(Tensor, Tensor)>,
+    /// The cross-attention mask (laid out by the routing), row factor and routing of a one-token decode step,
+    /// kept while the rows stay the same.
+    decode_cross_mask: Option<(Tensor, Tensor, CrossRouting)>,
     patches_per_tile: usize,
     rows: Vec<RowState>,
+    /// The image of each row (an index into `cross_kv`'s first dimension); empty without images.
+    row_images: Vec<usize>,
+    /// Distinct images held.
+    images: usize,
 }
 
 impl TextSession<'_> {
@@ -525,14 +659,82 @@ impl DecodeSession for TextSession<'_> {
 
     fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
         let index = Tensor::from_iter(rows.iter().map(|&r| r as u32), &self.model.device)?;
-        let pick = |t: &Tensor| t.index_select(&index, 0);
         for kv in self.self_kv.iter_mut().flatten() {
             kv.select_rows(&index)?;
         }
-        for kv in self.cross_kv.iter_mut().flatten() {
-            *kv = (pick(&kv.0)?, pick(&kv.1)?);
+        if self.images > 0 {
+            // Images no kept row reads are dropped.
+            let mut kept_images: Vec<usize> = rows.iter().map(|&r| self.row_images[r]).collect();
+            kept_images.sort_unstable();
+            kept_images.dedup();
+            if kept_images.len() < self.images {
+                let index = Tensor::from_iter(kept_images.iter().map(|&i| i as u32), &self.model.device)?;
+                for kv in self.cross_kv.iter_mut().flatten() {
+                    *kv = (kv.0.index_select(&index, 0)?, kv.1.index_select(&index, 0)?);
+                }
+            }
+            let renumber = |image: usize| kept_images.binary_search(&image).expect("a kept image");
+            self.row_images = rows.iter().map(|&r| renumber(self.row_images[r])).collect();
+            self.images = kept_images.len();
         }
         self.rows = rows.iter().map(|&r| self.rows[r].clone()).collect();
+        self.decode_cross_mask = None;
+        Ok(())
+    }
+}
+
+impl JoinSession for TextSession<'_> {
+    /// Lines the two sessions' rows up on one position axis (the shorter side gains left padding, leading
+    /// positions that every row pads are dropped) and stacks their caches, image keys/values and token masks.
+    fn join(&mut self, mut other: Self) -> Result<()> {
+        if !std::ptr::eq(self.model, other.model) {
+            candle_core::bail!("join: the sessions belong to different models");
+        }
+        let (a_len, b_len) = (self.rows.first().map_or(0, |r| r.len), other.rows.first().map_or(0, |r| r.len));
+        if a_len == 0 || b_len == 0 {
+            candle_core::bail!("join: both sessions must have run their prefill");
+        }
+        let width = a_len.max(b_len);
+        let (a_shift, b_shift) = (width - a_len, width - b_len);
+        let trim = self
+            .rows
+            .iter()
+            .map(|r| r.pad + a_shift)
+            .chain(other.rows.iter().map(|r| r.pad + b_shift))
+            .min()
+            .unwrap_or(0);
+        for (mine, theirs) in self.self_kv.iter_mut().zip(other.self_kv.iter()) {
+            *mine = match (mine.take(), theirs) {
+                (Some(a), Some(b)) => Some(KvCache::join(&a, a_shift, b, b_shift, trim)?),
+                (None, None) => None,
+                _ => candle_core::bail!("join: the sessions differ in which layers hold a cache"),
+            };
+        }
+        for (mine, theirs) in self.cross_kv.iter_mut().zip(other.cross_kv.iter()) {
+            *mine = match (mine.take(), theirs) {
+                (Some((ka, va)), Some((kb, vb))) => Some((Tensor::cat(&[&ka, kb], 0)?, Tensor::cat(&[&va, vb], 0)?)),
+                (None, None) => None,
+                _ => candle_core::bail!("join: one session has images and the other none"),
+            };
+        }
+        let image_offset = self.images;
+        self.row_images.extend(other.row_images.iter().map(|&i| i + image_offset));
+        self.images += other.images;
+        let offset = self.token_masks.as_ref().map_or(0, Vec::len);
+        match (self.token_masks.as_mut(), other.token_masks.take()) {
+            (Some(mine), Some(theirs)) => mine.extend(theirs),
+            (None, None) => {}
+            _ => candle_core::bail!("join: one session has images and the other none"),
+        }
+        for row in self.rows.iter_mut() {
+            row.pad = row.pad + a_shift - trim;
+            row.len = width - trim;
+        }
+        self.rows.extend(other.rows.into_iter().map(|row| RowState {
+            len: width - trim,
+            pad: row.pad + b_shift - trim,
+            source: row.source + offset,
+        }));
         self.decode_cross_mask = None;
         Ok(())
     }
