@@ -2,7 +2,8 @@
 # Video frame sampling benchmark: seeking vs decoding every frame up to the last sampled one (see BENCHMARKS.md).
 # Makes 90 s 1080p30 H.264 clips with ffmpeg if missing (cached, not committed), one per keyframe interval, builds
 # the benchmark binary and runs it on each: one JSON line per clip. Extra arguments go to video-frames-bench
-# (e.g. --repeats 9 --frames 16 --threads 1).
+# (e.g. --repeats 9 --frames 16 --threads 1 --sequential-threads 1). Making the clips needs the `ffmpeg` command
+# (Debian: apt-get install ffmpeg).
 #
 #   VL_BENCH_DIR      where the clips are cached, default /var/tmp/vislingo-bench
 #   VL_BENCH_GOPS     keyframe intervals in frames, default "250 30": x264's default (8.3 s) and 1 s, as phones
@@ -22,6 +23,7 @@ mkdir -p "$DIR"
 for gop in ${VL_BENCH_GOPS:-250 30}; do
   video="$DIR/h264_1080p_90s_gop$gop.mp4"
   if [ ! -f "$video" ]; then
+    command -v ffmpeg >/dev/null || { echo "bench/video_frames.sh: $video is missing and the ffmpeg command to make it is not installed (Debian: apt-get install ffmpeg)" >&2; exit 1; }
     # testsrc2 changes every frame; libx264 veryfast (3 B-frames), no scene-cut keyframes on this content.
     # A few minutes on 2 cores.
     ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -t 90 \

@@ -18,6 +18,9 @@ mllama            tiny random-weight Llama 3.2 Vision (Mllama) checkpoint in the
 llava-next-video  tiny random-weight LLaVA-NeXT-Video checkpoint in the Hub layout +
                   processor + test images / video frames + reference outputs
                   (committed: worker/tests/fixtures/llava-next-video-tiny)
+llava-next-video-prompts
+                  only pipeline_prompts.json of that fixture: the worker's built-in task
+                  prompts through its chat template and tokenizer (transformers only)
 prequant          tensors in the layouts of pre-quantized Hub checkpoints (bitsandbytes
                   NF4/FP4 with and without double quantization, compressed-tensors
                   FP8) with their reference dequantization, and mllama-tiny quantized
@@ -1850,12 +1853,18 @@ LLAVA_PATCH = 5  # vision patch_size (real: 14); 40 >= 5**2 keeps the pooler's i
 LLAVA_PINPOINTS = [[40, 80], [80, 40], [80, 80], [120, 40], [40, 120]]  # the real list scaled by 40/336
 LLAVA_SPM_VOCAB = 640
 
-# chat_template.json of llava-hf/LLaVA-NeXT-Video-7B-hf (the vicuna template of the llava-hf processors, with
-# the video placeholder): "USER: <video>\n{text} ASSISTANT:".
+# chat_template.json of llava-hf/LLaVA-NeXT-Video-7B-hf as on the Hub (838 bytes since revision efd4fda, "Update
+# chat_template.json to incorporate `generation` tag (#3)"): the llava-hf vicuna template with a video loop,
+# "USER: <video>\n{text} ASSISTANT:". Revision 04a83e0 ("Fix system message", 626 bytes) is this template without
+# the `generation` branch; its copy-pasted comment "Render all images first" before the video loop is kept, as on
+# the Hub. Checks: json.dumps({"chat_template": LLAVA_CHAT_TEMPLATE}, indent=2, sort_keys=True) is exactly 838 bytes
+# (the Hub file has no final newline; transformers 4.46.3's save_pretrained adds one, so the fixture's is 839), and
+# transformers' own tests of the Hub processor expect "USER: <image>\nWhat is shown in this image? ASSISTANT:"
+# (tests/models/llava_next_video/test_processor_llava_next_video.py).
 LLAVA_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
     "{% endif %}{# Render all images first #}{% for content in message['content'] | selectattr('type', "
-    "'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}{# Render all video then #}{% for content in "
+    "'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}{# Render all images first #}{% for content in "
     "message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>\n' }}{% endfor %}"
     "{# Render all text next #}{% if message['role'] != 'assistant' %}{% for content in message['content'] | "
     "selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}{% endfor %}{% else %}{% for content in "
@@ -1894,6 +1903,10 @@ LLAVA_CASES = [
     {"name": "image_tall", "media": "tall", "text": "Describe the colours."},
 ]
 LLAVA_BATCH = ["video", "image_tall"]  # one row per case name: a video and an image in one padded batch
+# the worker's built-in task prompts (`prompt` follows an image, `video_prompt` a video), rendered by the fixture's
+# processor into LLAVA_PROMPTS_FILE
+LLAVA_TASKS_TOML = REPO_ROOT / "worker" / "src" / "tasks" / "builtin.toml"
+LLAVA_PROMPTS_FILE = "pipeline_prompts.json"
 
 
 def llava_make_media(d: Path) -> None:
@@ -2151,6 +2164,47 @@ def llava_run_all(model, processor, media_dir: Path, want_tensors: bool):
     return cases, tensors, min_gap, torch.cat(probe, 0)
 
 
+def llava_pipeline_prompts(processor) -> dict:
+    """Every built-in task prompt as the pipeline asks it (one user message: the image or video, then the task's
+    text) through processor.apply_chat_template, and the rendered prompt's ids (placeholders not expanded; the
+    tokenizer adds <s>)."""
+    import tomllib
+
+    import transformers
+
+    tasks = tomllib.loads(LLAVA_TASKS_TOML.read_text(encoding="utf-8"))["task"]
+    prompts = []
+    for task in tasks:
+        for media, key in (("image", "prompt"), ("video", "video_prompt")):
+            text = task[key]
+            messages = [{"role": "user", "content": [{"type": media}, {"type": "text", "text": text}]}]
+            rendered = processor.apply_chat_template(messages, add_generation_prompt=True)
+            ids = processor.tokenizer(rendered).input_ids
+            prompts.append({"task": task["name"], "media": media, "text": text, "rendered": rendered, "ids": ids})
+    return {
+        "transformers_version": transformers.__version__,
+        "notes": [
+            f"{LLAVA_TASKS_TOML.relative_to(REPO_ROOT)}: each task's `prompt` (image) and `video_prompt` (video)",
+            "rendered: processor.apply_chat_template([{'role': 'user', 'content': [{'type': media}, {'type': "
+            "'text', 'text': text}]}], add_generation_prompt=True) with the fixture's chat_template.json",
+            "ids: processor.tokenizer(rendered).input_ids (placeholders not expanded)",
+        ],
+        "prompts": prompts,
+    }
+
+
+def cmd_llava_next_video_prompts(args) -> None:
+    """Only the pipeline prompts of an existing llava-next-video fixture (needs transformers, not torch)."""
+    from transformers import LlavaNextVideoProcessor
+
+    out = Path(args.out).resolve()
+    processor = LlavaNextVideoProcessor.from_pretrained(str(out))
+    if processor.chat_template != LLAVA_CHAT_TEMPLATE:
+        raise SystemExit(f"{out}/chat_template.json is not LLAVA_CHAT_TEMPLATE: regenerate with llava-next-video")
+    write_json(out / LLAVA_PROMPTS_FILE, llava_pipeline_prompts(processor))
+    print(f"wrote {out / LLAVA_PROMPTS_FILE}  sha256 {sha256(out / LLAVA_PROMPTS_FILE)}")
+
+
 def llava_acceptable(cases, gap, vocab_tok) -> tuple:
     rows = [g for c in cases for g in c["generated"]]
     early = [e for c in cases for e in c["ends_early"]]
@@ -2259,6 +2313,7 @@ def cmd_llava_next_video(args) -> None:
             "weight_shards": sorted(set(index["weight_map"].values())),
         }
         write_json(out / "reference.json", reference)
+        write_json(out / LLAVA_PROMPTS_FILE, llava_pipeline_prompts(p2))
 
     print(f"\nwrote {out}  ({dir_size(out)} bytes)")
     for p in sorted(out.rglob("*")):
@@ -2901,6 +2956,11 @@ def main(argv=None) -> None:
     p = sub.add_parser("llava-next-video", help="tiny random LLaVA-NeXT-Video fixture (committed)")
     p.add_argument("--out", default=str(LLAVA_TINY_DIR), help="output folder (default: %(default)s)")
     p.set_defaults(func=cmd_llava_next_video)
+
+    p = sub.add_parser("llava-next-video-prompts",
+                       help="only pipeline_prompts.json of the llava-next-video fixture (no torch needed)")
+    p.add_argument("--out", default=str(LLAVA_TINY_DIR), help="fixture folder (default: %(default)s)")
+    p.set_defaults(func=cmd_llava_next_video_prompts)
 
     p = sub.add_parser("prequant", help="pre-quantized layouts: bitsandbytes NF4/FP4 and compressed-tensors FP8 "
                                         "tensors, and mllama-tiny quantized in both (committed)")

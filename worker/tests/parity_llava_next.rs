@@ -1,8 +1,9 @@
 //! Parity of the LLaVA-NeXT-Video port with transformers 4.46.3 on a tiny random-weight checkpoint of the real Hub
 //! layout (`tools/make_fixtures.py llava-next-video` wrote `tests/fixtures/llava-next-video-tiny`): processor
 //! pixels within 1e-5, expanded prompt ids exactly, image/video features and logits within 1e-4 in f32, greedy
-//! answers exactly (a video, two anyres images, and a left-padded video + image batch), plus the f16, bf16 and
-//! Q8_0 variants' distance from the f32 reference and loading from an offline Hub cache.
+//! answers exactly (a video, two anyres images, and a left-padded video + image batch), the built-in task prompts
+//! through the Hub's chat template and the tokenizer exactly, plus the f16, bf16 and Q8_0 variants' distance from
+//! the f32 reference and loading from an offline Hub cache.
 
 mod common;
 
@@ -160,6 +161,35 @@ fn prompts_expand_placeholders_exactly_as_the_processor() {
         assert_eq!(tokens, expected.iter().filter(|&&t| t == placeholder).count(), "{case}: placeholder count");
         assert_eq!(chat.prompt_ids(&text, video, tokens).unwrap(), expected, "{case}: prompt ids");
     }
+}
+
+/// The worker's built-in task prompts (`worker/src/tasks/builtin.toml`) render and tokenize as transformers'
+/// `apply_chat_template` + tokenizer do with the Hub's LLaVA-NeXT-Video chat template (`pipeline_prompts.json`,
+/// written by `tools/make_fixtures.py llava-next-video-prompts`; rerun it when a built-in prompt changes).
+#[test]
+fn builtin_task_prompts_render_and_tokenize_as_transformers() {
+    use vislingo_worker::tasks::TaskSet;
+
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("pipeline_prompts.json")).unwrap()).unwrap();
+    let expected = reference["prompts"].as_array().unwrap();
+    let chat = load_chat(DType::F32, Quant::None);
+    let tasks = TaskSet::builtin();
+    let mut checked = 0;
+    for task in tasks.iter() {
+        for (media, text) in [("image", &task.prompt), ("video", &task.video_prompt)] {
+            let entry = expected
+                .iter()
+                .find(|e| e["task"] == task.name.as_str() && e["media"] == media)
+                .unwrap_or_else(|| panic!("{} ({media}) is not in pipeline_prompts.json", task.name));
+            assert_eq!(entry["text"], text.as_str(), "{} ({media}): the built-in prompt changed", task.name);
+            let video = media == "video";
+            assert_eq!(chat.prompt_text(text, video).unwrap(), entry["rendered"], "{} ({media})", task.name);
+            assert_eq!(chat.prompt_ids(text, video, 1).unwrap(), ids(&entry["ids"]), "{} ({media}) ids", task.name);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, expected.len(), "pipeline_prompts.json has prompts the built-in tasks lack");
 }
 
 #[test]

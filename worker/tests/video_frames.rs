@@ -122,6 +122,30 @@ fn seeking_gives_every_frame_exactly_as_sequential_decoding_and_pyav() {
 }
 
 #[test]
+fn seeking_on_one_thread_or_several_gives_pyavs_frames() {
+    // Keyframe segments decoded one after the other on one decoder (1), or side by side on their own demuxers and
+    // decoders whatever the machine's core count (3, 8: more threads than most clips have segments).
+    for (name, clip) in clips() {
+        let path = fixtures().join(&name);
+        let all = clip["decoded_frames"].as_u64().unwrap() as usize;
+        let pyav = clip["frame_sha256"].as_array().unwrap();
+        let sampled_bytes = std::fs::read(path.with_extension("k8.rgb")).unwrap();
+        for threads in [1, 3, 8] {
+            let options = SampleOptions { threads, ..unrotated() };
+            let sampled = sample_file(&path, &options).unwrap();
+            assert_eq!(sampled.method, SampleMethod::Seek, "{name}, {threads} threads");
+            let got: Vec<u8> = sampled.frames.iter().flat_map(|f| f.data.iter().copied()).collect();
+            assert!(got == sampled_bytes, "{name}, {threads} threads: sampled frames differ from PyAV");
+            let numbers: Vec<usize> = (0..all).step_by(2).rev().collect();
+            let (frames, _) = VideoReader::open(&path, &name).unwrap().frames_at(&numbers, &options).unwrap();
+            for (n, frame) in numbers.iter().zip(&frames) {
+                assert_eq!(sha256(frame), pyav[*n].as_str().unwrap(), "{name}, {threads} threads: frame {n}");
+            }
+        }
+    }
+}
+
+#[test]
 fn single_frames_by_seeking_equal_pyav_one_seek_each() {
     // One fresh seek per frame (no decoding carried over from an earlier frame).
     for name in ["h264_bframes.mp4", "vfr.mp4", "offset_bframes.mkv", "hevc.mp4", "vp9.webm"] {

@@ -1,6 +1,7 @@
 //! `video-frames-bench`: times sampling k frames of one video by seeking (vislingo's method) against decoding
 //! every frame up to the last sampled one (the Python reference's PyAV loop), alternating the two, and prints
-//! one JSON line with the medians, their ratio, and whether both gave identical frames.
+//! one JSON line with the medians, their ratio, whether both gave identical frames, and the machine's CPUs and
+//! load average before and after the runs.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,9 +22,15 @@ struct Args {
     /// Timed runs of each method.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
-    /// Decoder threads (0: FFmpeg picks).
+    /// Decoding threads of both methods (`SampleOptions::threads`; 0: one per CPU core for seeking, FFmpeg's
+    /// automatic frame-thread count for sequential decoding).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Decoding threads of the sequential method only (default: `--threads`). 1 is what the article's PyAV loop
+    /// gets on H.264 with one slice per frame (PyAV opens decoders with slice threading, which has nothing to
+    /// split there).
+    #[arg(long)]
+    sequential_threads: Option<usize>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -36,11 +43,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The 1, 5 and 15 minute load averages (Linux), to report how busy the machine was.
+fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some([fields.next()??, fields.next()??, fields.next()??])
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    let load_before = load_average();
     ensure!(args.repeats > 0, "--repeats must be at least 1");
-    let options =
-        |method| SampleOptions { frames: args.frames, method, threads: args.threads, ..SampleOptions::default() };
+    let sequential_threads = args.sequential_threads.unwrap_or(args.threads);
+    let options = |method| {
+        let threads = if method == SampleMethod::Sequential { sequential_threads } else { args.threads };
+        SampleOptions { frames: args.frames, method, threads, ..SampleOptions::default() }
+    };
     let (mut seek_s, mut seq_s) = (Vec::new(), Vec::new());
     let mut identical = true;
     let mut last = None;
@@ -68,6 +86,11 @@ fn main() -> Result<()> {
         "sequential_median_s": seq,
         "speedup": seq / seek,
         "identical_frames": identical,
+        "threads": args.threads,
+        "sequential_threads": sequential_threads,
+        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     });
     println!("{out}");
     ensure!(identical, "seeking and sequential decoding gave different frames");

@@ -6,8 +6,10 @@
 //! `i in indices`, and converts each with `frame.to_ndarray(format="rgb24")`. This module returns the same frames,
 //! byte for byte, but reaches them by seeking: it demuxes the video packets once without decoding them (cheap)
 //! to learn every frame's timestamp and the keyframes, then for each wanted frame seeks to the last keyframe at
-//! or before it and decodes forward only from there (for H.264 and HEVC skipping non-reference frames until the
-//! first wanted packet: nothing is predicted from them, so the wanted frames are unchanged). A frame's number is its rank in presentation-timestamp
+//! or before it and decodes forward only from there, up to the last wanted packet of that keyframe's segment
+//! (skipping the non-reference frames nobody wants for H.264, and for HEVC with one temporal sub-layer: nothing is
+//! predicted from them, so the wanted frames are unchanged). Segments are decoded in parallel, one demuxer and
+//! decoder per CPU core ([`SampleOptions::threads`]). A frame's number is its rank in presentation-timestamp
 //! order, which is the order a decoder outputs frames in (B-frames, variable frame rate and a first timestamp
 //! other than 0 need nothing special). When the packets do not allow that mapping (missing or repeated
 //! timestamps), the whole stream is decoded in order instead ([`SampleMethod::Sequential`]), which is what the
@@ -38,7 +40,7 @@
 //! # Limits
 //! Frames over [`SampleOptions::max_frame_pixels`] or samplings over [`SampleOptions::max_output_bytes`] are
 //! refused before decoding; besides the frames returned, memory holds the packet index (a few dozen bytes per
-//! frame of the clip) and FFmpeg's decoder state. Files whose packets lack distinct timestamps (raw elementary
+//! frame of the clip) and the state of one FFmpeg decoder per decoding thread. Files whose packets lack distinct timestamps (raw elementary
 //! streams, AVI with B-frames) or cannot be recognised after a seek are decoded sequentially: correct, slower.
 //!
 //! # Rotation
@@ -53,6 +55,8 @@ mod convert;
 #[cfg(feature = "video")]
 mod reader;
 mod sampling;
+#[cfg(feature = "video")]
+mod seek;
 
 use std::path::Path;
 
@@ -155,7 +159,9 @@ pub struct SampleOptions {
     pub max_frame_pixels: u64,
     /// Refuse samplings whose RGB frames would take more bytes than this.
     pub max_output_bytes: u64,
-    /// Decoder threads (0: FFmpeg picks).
+    /// Decoding threads (0: one per CPU core). Seeking decodes that many keyframe segments at once, each on
+    /// its own single-threaded decoder (a lone segment gets them all as FFmpeg frame threads, 0 leaving the count
+    /// to FFmpeg); sequential decoding gives them to FFmpeg's frame threading (0: FFmpeg's automatic count).
     pub threads: usize,
 }
 

@@ -1,12 +1,11 @@
 //! An opened video: its packet index (timestamps and keyframes of every video packet, demuxed without decoding)
-//! and the decoding of frames by number, by seeking to keyframes or sequentially from the start.
+//! and the decoding of frames by number, by seeking to keyframes (`seek.rs`) or sequentially from the start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use ff::codec::context::Context as CodecContext;
-use ff::codec::discard::Discard;
 use ff::format::context::Input;
 use ff::media::Type;
 use ff::util::frame::Video as VideoFrame;
@@ -15,6 +14,7 @@ use ffmpeg_next as ff;
 
 use super::convert::{rotate_clockwise, RgbConverter};
 use super::sampling::sampled_frame_numbers;
+use super::seek::{decode_by_seeking, nonref_skipping_is_safe};
 use super::{FrameCountSource, SampleMethod, SampleOptions, SampledVideo, VideoError, VideoInfo};
 use crate::media::RgbImage;
 
@@ -33,7 +33,7 @@ fn init_ffmpeg() {
 
 /// One video packet, in demux (decode) order.
 #[derive(Debug, Clone, Copy)]
-struct PacketEntry {
+pub(super) struct PacketEntry {
     pts: Option<i64>,
     dts: Option<i64>,
     /// Byte position in the file (-1 when the demuxer does not say); with the timestamps, identifies the packet
@@ -43,17 +43,17 @@ struct PacketEntry {
 }
 
 impl PacketEntry {
-    fn of(packet: &Packet) -> Self {
+    pub(super) fn of(packet: &Packet) -> Self {
         PacketEntry { pts: packet.pts(), dts: packet.dts(), pos: packet.position() as i64, key: packet.is_key() }
     }
 
-    fn id(&self) -> (i64, Option<i64>, Option<i64>) {
+    pub(super) fn id(&self) -> (i64, Option<i64>, Option<i64>) {
         (self.pos, self.pts, self.dts)
     }
 
     /// Where to ask the demuxer to seek (stream time base) to land on this packet: the smaller timestamp, as
     /// demuxers index mp4 by decode time and Matroska by presentation time.
-    fn seek_timestamp(&self) -> Option<i64> {
+    pub(super) fn seek_timestamp(&self) -> Option<i64> {
         match (self.pts, self.dts) {
             (Some(p), Some(d)) => Some(p.min(d)),
             (p, d) => p.or(d),
@@ -62,18 +62,18 @@ impl PacketEntry {
 }
 
 /// Every video packet of the file, and from them the frame numbering.
-struct PacketIndex {
-    entries: Vec<PacketEntry>,
+pub(super) struct PacketIndex {
+    pub(super) entries: Vec<PacketEntry>,
     /// Ordinals of keyframe packets, ascending.
-    keys: Vec<usize>,
+    pub(super) keys: Vec<usize>,
     /// Frame number -> presentation timestamp, when every packet has a distinct pts (frames come out of a decoder
     /// in pts order, so frame `i` is the packet with the `i`-th smallest pts). `None`: only sequential decoding
     /// can number frames.
-    presentation: Option<Vec<i64>>,
+    pub(super) presentation: Option<Vec<i64>>,
     /// pts -> packet ordinal (when `presentation` is known).
-    ordinal_of_pts: HashMap<i64, usize>,
+    pub(super) ordinal_of_pts: HashMap<i64, usize>,
     /// Packet identity -> ordinal, to recognise where a seek landed.
-    ordinal_of_id: HashMap<(i64, Option<i64>, Option<i64>), usize>,
+    pub(super) ordinal_of_id: HashMap<(i64, Option<i64>, Option<i64>), usize>,
     /// Packets flagged discard (frames an mp4 edit list hides; the decoder drops them).
     discarded: usize,
     /// Why demuxing stopped before the end of the file, if it did.
@@ -119,7 +119,7 @@ impl PacketIndex {
     /// The packet to start decoding from to reach frame `number`: the last keyframe, in decode order, at or
     /// before the frame's packet whose own pts is not after the frame's (so the frame is not one of its leading
     /// pictures). The first packet when there is none.
-    fn start_for(&self, pts: i64) -> usize {
+    pub(super) fn start_for(&self, pts: i64) -> usize {
         let ordinal = self.ordinal_of_pts[&pts];
         let upto = self.keys.partition_point(|&k| k <= ordinal);
         self.keys[..upto].iter().rev().copied().find(|&k| self.entries[k].pts.is_some_and(|p| p <= pts)).unwrap_or(0)
@@ -127,7 +127,7 @@ impl PacketIndex {
 }
 
 /// `av_read_frame`: the next packet, `None` at the end of the file.
-fn read_packet(input: &mut Input) -> Result<Option<Packet>, ff::Error> {
+pub(super) fn read_packet(input: &mut Input) -> Result<Option<Packet>, ff::Error> {
     let mut packet = Packet::empty();
     match packet.read(input) {
         Ok(()) => Ok(Some(packet)),
@@ -137,26 +137,87 @@ fn read_packet(input: &mut Input) -> Result<Option<Packet>, ff::Error> {
 }
 
 /// Packets of the video stream that carry a frame (FFmpeg drops the frames of packets flagged discard).
-fn is_frame_packet(packet: &Packet, stream: usize) -> bool {
+pub(super) fn is_frame_packet(packet: &Packet, stream: usize) -> bool {
     packet.stream() == stream && packet.size() > 0 && packet.flags().bits() & ff::ffi::AV_PKT_FLAG_DISCARD == 0
 }
 
 /// Seeking was not possible or gave an unexpected frame: decode sequentially instead.
-struct Fallback(String);
+pub(super) struct Fallback(pub(super) String);
+
+/// The video stream of a file, as every thread that decodes it needs it.
+pub(super) struct VideoSource {
+    path: PathBuf,
+    /// Names the video in errors (a path or a storage key).
+    pub(super) asset: String,
+    /// Index of the video stream in the container.
+    pub(super) stream: usize,
+    time_base: Rational,
+    codec: String,
+    /// Whether non-reference frames may be left undecoded: nothing is predicted from them, so the frames that
+    /// are decoded come out identical (see [`nonref_skipping_is_safe`]).
+    pub(super) skip_nonref: bool,
+}
+
+impl VideoSource {
+    /// Opens the file again (one demuxer per decoding thread).
+    pub(super) fn open_input(&self) -> Result<Input, VideoError> {
+        open_input(&self.path, &self.asset)
+    }
+
+    fn undecodable(&self, detail: String) -> VideoError {
+        VideoError::Undecodable { asset: self.asset.clone(), detail }
+    }
+
+    /// A decoder for the stream with `threads` frame threads (0: FFmpeg's automatic count).
+    pub(super) fn decoder(&self, input: &Input, threads: usize) -> Result<ff::decoder::Video, VideoError> {
+        let st = input.stream(self.stream).expect("stream exists");
+        let mut ctx = CodecContext::from_parameters(st.parameters())
+            .map_err(|e| self.undecodable(format!("codec {}: {e}", self.codec)))?;
+        ctx.set_threading(ff::threading::Config {
+            kind: ff::threading::Type::Frame,
+            count: threads,
+            ..Default::default()
+        });
+        // SAFETY: plain field write on the context we own, before it is opened.
+        unsafe { (*ctx.as_mut_ptr()).pkt_timebase = self.time_base.into() };
+        ctx.decoder()
+            .video()
+            .map_err(|e| self.undecodable(format!("no decoder for codec {} in this FFmpeg ({e})", self.codec)))
+    }
+
+    /// rgb24 of a decoded frame, refusing frames over the pixel limit (a stream may change size midway).
+    pub(super) fn to_rgb(
+        &self,
+        converter: &mut RgbConverter,
+        frame: &VideoFrame,
+        options: &SampleOptions,
+    ) -> Result<RgbImage, VideoError> {
+        let pixels = u64::from(frame.width()) * u64::from(frame.height());
+        if pixels > options.max_frame_pixels {
+            return Err(VideoError::TooLarge {
+                asset: self.asset.clone(),
+                detail: format!(
+                    "a {}x{} frame exceeds the limit of {} pixels",
+                    frame.width(),
+                    frame.height(),
+                    options.max_frame_pixels
+                ),
+            });
+        }
+        converter
+            .convert(frame)
+            .map_err(|e| self.undecodable(format!("{}x{} frame to RGB: {e}", frame.width(), frame.height())))
+    }
+}
 
 /// A video opened for sampling. Opening demuxes every packet of the video stream (reading the file once,
 /// decoding nothing) to number the frames.
 pub struct VideoReader {
-    path: PathBuf,
-    asset: String,
+    source: VideoSource,
+    /// The demuxer the index was read with; seeking reuses it on the calling thread.
     input: Input,
-    stream: usize,
-    time_base: Rational,
     info: VideoInfo,
     index: PacketIndex,
-    /// A packet already read from `input` that the next `read_video_packet` returns (the keyframe a seek
-    /// positioned on).
-    pending: Option<Packet>,
 }
 
 impl VideoReader {
@@ -176,6 +237,7 @@ impl VideoReader {
         let (width, height) =
             unsafe { ((*params.as_ptr()).width.max(0) as u32, (*params.as_ptr()).height.max(0) as u32) };
         let codec = params.id().name().to_string();
+        let skip_nonref = nonref_skipping_is_safe(&codec, extradata(&params));
         let seconds = |ts: i64| ts as f64 * f64::from(time_base);
         let stream_duration = st.duration();
         let duration_s = if stream_duration > 0 && stream_duration != ff::ffi::AV_NOPTS_VALUE {
@@ -225,7 +287,9 @@ impl VideoReader {
             rotation,
             start_time_s,
         };
-        Ok(VideoReader { path: path.to_path_buf(), asset, input, stream, time_base, info, index, pending: None })
+        let source =
+            VideoSource { path: path.to_path_buf(), asset, stream, time_base, codec: info.codec.clone(), skip_nonref };
+        Ok(VideoReader { source, input, info, index })
     }
 
     pub fn info(&self) -> &VideoInfo {
@@ -236,7 +300,7 @@ impl VideoReader {
     pub fn sample(&mut self, options: &SampleOptions) -> Result<SampledVideo, VideoError> {
         let n = self.info.frame_count;
         if n == 0 {
-            return Err(VideoError::NoFrames { asset: self.asset.clone() });
+            return Err(VideoError::NoFrames { asset: self.source.asset.clone() });
         }
         let numbers = sampled_frame_numbers(n, options.frames);
         let (frames, method) = self.frames_at(&numbers, options)?;
@@ -268,10 +332,10 @@ impl VideoReader {
         let mut method = options.method;
         let mut decoded = None;
         if method == SampleMethod::Seek {
-            match self.decode_by_seeking(&wanted, options)? {
+            match decode_by_seeking(&mut self.input, &self.source, &self.index, &wanted, options)? {
                 Ok(frames) => decoded = Some(frames),
                 Err(Fallback(why)) => {
-                    tracing::debug!(asset = %self.asset, reason = %why, "seeking not possible; decoding sequentially");
+                    tracing::debug!(asset = %self.source.asset, reason = %why, "seeking not possible; decoding sequentially");
                     method = SampleMethod::Sequential;
                 }
             }
@@ -297,7 +361,7 @@ impl VideoReader {
         let pixels = u64::from(self.info.width) * u64::from(self.info.height);
         if pixels > options.max_frame_pixels {
             return Err(VideoError::TooLarge {
-                asset: self.asset.clone(),
+                asset: self.source.asset.clone(),
                 detail: format!(
                     "{}x{} frames ({pixels} pixels) exceed the limit of {} pixels",
                     self.info.width, self.info.height, options.max_frame_pixels
@@ -307,7 +371,7 @@ impl VideoReader {
         let bytes = pixels * 3 * count as u64;
         if bytes > options.max_output_bytes {
             return Err(VideoError::TooLarge {
-                asset: self.asset.clone(),
+                asset: self.source.asset.clone(),
                 detail: format!(
                     "{count} RGB frames of {}x{} take {bytes} bytes, over the limit of {}",
                     self.info.width, self.info.height, options.max_output_bytes
@@ -319,218 +383,9 @@ impl VideoReader {
 
     fn truncated(&self, frame: usize, found: usize) -> VideoError {
         if let Some(e) = &self.index.read_error {
-            tracing::debug!(asset = %self.asset, error = %e, "demuxing stopped early");
+            tracing::debug!(asset = %self.source.asset, error = %e, "demuxing stopped early");
         }
-        VideoError::Truncated { asset: self.asset.clone(), frame, frame_count: self.info.frame_count, found }
-    }
-
-    /// rgb24 of a decoded frame, refusing frames over the pixel limit (a stream may change size midway).
-    fn to_rgb(
-        &self,
-        converter: &mut RgbConverter,
-        frame: &VideoFrame,
-        options: &SampleOptions,
-    ) -> Result<RgbImage, VideoError> {
-        let pixels = u64::from(frame.width()) * u64::from(frame.height());
-        if pixels > options.max_frame_pixels {
-            return Err(VideoError::TooLarge {
-                asset: self.asset.clone(),
-                detail: format!(
-                    "a {}x{} frame exceeds the limit of {} pixels",
-                    frame.width(),
-                    frame.height(),
-                    options.max_frame_pixels
-                ),
-            });
-        }
-        converter
-            .convert(frame)
-            .map_err(|e| self.undecodable(format!("{}x{} frame to RGB: {e}", frame.width(), frame.height())))
-    }
-
-    fn undecodable(&self, detail: String) -> VideoError {
-        VideoError::Undecodable { asset: self.asset.clone(), detail }
-    }
-
-    fn decoder(&self, input: &Input, threads: usize) -> Result<ff::decoder::Video, VideoError> {
-        let st = input.stream(self.stream).expect("stream exists");
-        let mut ctx = CodecContext::from_parameters(st.parameters())
-            .map_err(|e| self.undecodable(format!("codec {}: {e}", self.info.codec)))?;
-        ctx.set_threading(ff::threading::Config {
-            kind: ff::threading::Type::Frame,
-            count: threads,
-            ..Default::default()
-        });
-        // SAFETY: plain field write on the context we own, before it is opened.
-        unsafe { (*ctx.as_mut_ptr()).pkt_timebase = self.time_base.into() };
-        ctx.decoder()
-            .video()
-            .map_err(|e| self.undecodable(format!("no decoder for codec {} in this FFmpeg ({e})", self.info.codec)))
-    }
-
-    /// Decodes `wanted` (sorted, unique) by seeking to a keyframe before each and decoding forward.
-    fn decode_by_seeking(
-        &mut self,
-        wanted: &[usize],
-        options: &SampleOptions,
-    ) -> Result<Result<BTreeMap<usize, RgbImage>, Fallback>, VideoError> {
-        let Some(presentation) = self.index.presentation.clone() else {
-            return Ok(Err(Fallback("the packets do not all carry distinct timestamps".into())));
-        };
-        let frame_of_pts: HashMap<i64, usize> = presentation.iter().enumerate().map(|(i, &p)| (p, i)).collect();
-        let mut decoder = self.decoder(&self.input, options.threads)?;
-        let mut converter = RgbConverter::new();
-        let mut frames = BTreeMap::new();
-        // Ordinal of the next packet the demuxer will give (None: not positioned yet).
-        let mut next: Option<usize> = None;
-        let mut eof_sent = false;
-        let mut decode_error: Option<String> = None;
-        let mut frame = VideoFrame::empty();
-        // Packets before the first packet of any frame still wanted may skip non-reference frames (nothing
-        // decodes from them, so the frames wanted come out identical); H.264 and HEVC decoders honour this.
-        let skip_nonref = matches!(self.info.codec.as_str(), "h264" | "hevc");
-        let mut first_wanted_packet: Vec<usize> =
-            wanted.iter().map(|&w| self.index.ordinal_of_pts[&presentation[w]]).collect();
-        for i in (0..first_wanted_packet.len().saturating_sub(1)).rev() {
-            first_wanted_packet[i] = first_wanted_packet[i].min(first_wanted_packet[i + 1]);
-        }
-        let mut skipping = false;
-        for (ti, &target) in wanted.iter().enumerate() {
-            if frames.contains_key(&target) {
-                continue;
-            }
-            let protect_from = first_wanted_packet[ti];
-            let pts = presentation[target];
-            let start = self.index.start_for(pts);
-            // Seek unless decoding on from where we are reaches the target without passing a better keyframe.
-            if next.is_none_or(|n| start > n || eof_sent) {
-                match self.seek_to(start)? {
-                    Ok(()) => {}
-                    Err(f) => return Ok(Err(f)),
-                }
-                decoder.flush();
-                next = Some(start);
-                eof_sent = false;
-            }
-            loop {
-                match decoder.receive_frame(&mut frame) {
-                    Ok(()) => {
-                        let Some(fpts) = frame.pts().or(frame.timestamp()) else {
-                            return Ok(Err(Fallback("a decoded frame has no timestamp".into())));
-                        };
-                        let Some(&number) = frame_of_pts.get(&fpts) else {
-                            return Ok(Err(Fallback(format!("decoded frame with pts {fpts} is not in the index"))));
-                        };
-                        if number >= target && wanted.binary_search(&number).is_ok() && !frames.contains_key(&number) {
-                            frames.insert(number, self.to_rgb(&mut converter, &frame, options)?);
-                        }
-                        if frames.contains_key(&target) {
-                            break;
-                        }
-                    }
-                    Err(ff::Error::Eof) => {
-                        // Drained without the target: let the sequential decode decide (it reports the error).
-                        return Ok(Err(Fallback(format!(
-                            "frame {target} not produced after seeking{}",
-                            decode_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
-                        ))));
-                    }
-                    Err(e) => {
-                        // EAGAIN: the decoder wants the next packet. Any other error is kept (the sequential
-                        // decode reports it if the frame never comes) and decoding goes on with the next packet.
-                        if !matches!(e, ff::Error::Other { errno } if errno == ff::util::error::EAGAIN) {
-                            decode_error = Some(e.to_string());
-                        }
-                        if eof_sent {
-                            return Ok(Err(Fallback(format!("frame {target} not produced after seeking ({e})"))));
-                        }
-                        let ordinal = next.expect("positioned");
-                        match self.read_video_packet() {
-                            Ok(Some(packet)) => {
-                                let expected = self.index.entries.get(ordinal).map(PacketEntry::id);
-                                if expected != Some(PacketEntry::of(&packet).id()) {
-                                    return Ok(Err(Fallback(format!("packet {ordinal} differs from the index"))));
-                                }
-                                next = Some(ordinal + 1);
-                                let skip = skip_nonref && ordinal < protect_from;
-                                if skip != skipping {
-                                    decoder.skip_frame(if skip { Discard::NonReference } else { Discard::Default });
-                                    skipping = skip;
-                                }
-                                match decoder.send_packet(&packet) {
-                                    Ok(()) => {}
-                                    // Frames still to take out first: read this packet again next time.
-                                    Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {
-                                        self.pending = Some(packet);
-                                        next = Some(ordinal);
-                                    }
-                                    Err(e) => decode_error = Some(format!("packet {ordinal}: {e}")),
-                                }
-                            }
-                            Ok(None) | Err(_) => {
-                                let _ = decoder.send_eof();
-                                eof_sent = true;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(Ok(frames))
-    }
-
-    /// The next packet of the video stream (as the index counts them), `None` at the end of the file.
-    fn read_video_packet(&mut self) -> Result<Option<Packet>, ff::Error> {
-        if let Some(packet) = self.pending.take() {
-            return Ok(Some(packet));
-        }
-        loop {
-            match read_packet(&mut self.input)? {
-                Some(p) if is_frame_packet(&p, self.stream) => return Ok(Some(p)),
-                Some(_) => {}
-                None => return Ok(None),
-            }
-        }
-    }
-
-    /// Positions the demuxer so that the next video packet read is packet `ordinal` (a keyframe, or 0). Seeks
-    /// to its timestamp; if the demuxer lands after it, tries earlier keyframes, then the start of the file.
-    fn seek_to(&mut self, ordinal: usize) -> Result<Result<(), Fallback>, VideoError> {
-        let earlier: Vec<usize> = self.index.keys.iter().rev().copied().filter(|&k| k < ordinal).take(2).collect();
-        let attempts = std::iter::once(ordinal).chain(earlier).chain(std::iter::once(0));
-        for from in attempts {
-            self.pending = None;
-            let Some(ts) = self.index.entries[from].seek_timestamp() else { continue };
-            // SAFETY: a plain FFmpeg call on the context this reader owns.
-            let ret = unsafe {
-                ff::ffi::av_seek_frame(self.input.as_mut_ptr(), self.stream as i32, ts, ff::ffi::AVSEEK_FLAG_BACKWARD)
-            };
-            if ret < 0 {
-                continue;
-            }
-            let Ok(Some(first)) = self.read_video_packet() else { continue };
-            let Some(&landed) = self.index.ordinal_of_id.get(&PacketEntry::of(&first).id()) else { continue };
-            if landed > ordinal {
-                continue;
-            }
-            // Landed at or before the start packet: read up to it without decoding.
-            let mut at = landed;
-            let mut packet = first;
-            while at < ordinal {
-                packet = match self.read_video_packet() {
-                    Ok(Some(p)) => p,
-                    _ => return Ok(Err(Fallback(format!("file ended while skipping to packet {ordinal}")))),
-                };
-                at += 1;
-                if self.index.entries[at].id() != PacketEntry::of(&packet).id() {
-                    return Ok(Err(Fallback(format!("packet {at} after a seek differs from the index"))));
-                }
-            }
-            // The start packet has been read: keep it for the decode loop's next read.
-            self.pending = Some(packet);
-            return Ok(Ok(()));
-        }
-        Ok(Err(Fallback(format!("no seek landed at or before packet {ordinal}"))))
+        VideoError::Truncated { asset: self.source.asset.clone(), frame, frame_count: self.info.frame_count, found }
     }
 
     /// Decodes from the start of the file, numbering frames as they come out (the reference's method).
@@ -539,8 +394,8 @@ impl VideoReader {
         wanted: &[usize],
         options: &SampleOptions,
     ) -> Result<BTreeMap<usize, RgbImage>, VideoError> {
-        let mut input = open_input(&self.path, &self.asset)?;
-        let mut decoder = self.decoder(&input, options.threads)?;
+        let mut input = self.source.open_input()?;
+        let mut decoder = self.source.decoder(&input, options.threads)?;
         let mut converter = RgbConverter::new();
         let mut frames = BTreeMap::new();
         let last = *wanted.last().expect("not empty");
@@ -554,7 +409,7 @@ impl VideoReader {
             match decoder.receive_frame(&mut frame) {
                 Ok(()) => {
                     if wanted.binary_search(&number).is_ok() {
-                        frames.insert(number, self.to_rgb(&mut converter, &frame, options)?);
+                        frames.insert(number, self.source.to_rgb(&mut converter, &frame, options)?);
                     }
                     number += 1;
                     if number > last {
@@ -572,7 +427,7 @@ impl VideoReader {
                     }
                     let packet = pending.take().or_else(|| loop {
                         match read_packet(&mut input) {
-                            Ok(Some(p)) if is_frame_packet(&p, self.stream) => break Some(p),
+                            Ok(Some(p)) if is_frame_packet(&p, self.source.stream) => break Some(p),
                             Ok(Some(_)) => {}
                             Ok(None) | Err(_) => break None,
                         }
@@ -593,7 +448,7 @@ impl VideoReader {
         }
         if let Some(&missing) = wanted.iter().find(|n| !frames.contains_key(n)) {
             if let Some(e) = decode_error {
-                tracing::debug!(asset = %self.asset, error = %e, "decoding failed");
+                tracing::debug!(asset = %self.source.asset, error = %e, "decoding failed");
             }
             return Err(self.truncated(missing, number));
         }
@@ -624,6 +479,20 @@ fn pick_video_stream(input: &Input, asset: &str, format: &str) -> Result<usize, 
         return Err(no_video(format!("FFmpeg reads it as {format} ({}), not a video", kinds.join(", "))));
     }
     Ok(stream.index())
+}
+
+/// The stream's codec extradata (`avcC`, `hvcC`, or parameter sets in Annex B form); empty when there is none.
+fn extradata(params: &ff::codec::Parameters) -> &[u8] {
+    // SAFETY: `extradata` is null or points to `extradata_size` bytes owned by the parameters, which outlive the
+    // returned borrow.
+    unsafe {
+        let p = params.as_ptr();
+        if (*p).extradata.is_null() || (*p).extradata_size <= 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts((*p).extradata, (*p).extradata_size as usize)
+        }
+    }
 }
 
 /// Clockwise degrees (0, 90, 180, 270) from the stream's display matrix.

@@ -26,10 +26,9 @@ pub enum Media<'a> {
     Image(&'a RgbImage),
     /// A video as its sampled frames, all the same size (`<video>`).
     ///
-    /// Its placeholder count is its own `frames x pooled patches`. transformers 4.46.3 differs in two corner
-    /// cases: its processor counts every video of a batch with the first video's frames, and its model falls back
-    /// to the legacy (unexpanded) merge when a prompt has fewer placeholders than `video_seq_length` (288 on the
-    /// 7B: clips of one or two frames).
+    /// Its placeholder count is its own `frames x pooled patches`. transformers 4.46.3 fails on two kinds of
+    /// input vislingo answers (a batch of videos with different frame counts, and a one-frame clip on the 7B):
+    /// see the module docs of `models::llava_next`.
     Video(&'a [RgbImage]),
 }
 

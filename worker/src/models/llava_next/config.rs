@@ -37,8 +37,8 @@ pub struct LlavaNextVideoConfig {
     /// Output channels of the `conv` pooler (transformers: `vision_config.hidden_size` when absent).
     #[serde(default)]
     pub spatial_pool_out_channels: Option<usize>,
-    /// Image/video token counts below which transformers falls back to its legacy (unexpanded) merge; vislingo
-    /// always expands the tokens in the prompt, as the processor does.
+    /// Image/video token counts below which transformers 4.46.3 takes its legacy merge (which fails on the
+    /// processor's expanded prompts); vislingo always merges expanded placeholders (see the module docs).
     #[serde(default = "d::image_seq_length")]
     pub image_seq_length: usize,
     #[serde(default = "d::video_seq_length")]
