@@ -237,6 +237,39 @@ fn load_through_varbuilder_from_safetensors_quantizes_q4k_and_keeps_small_layers
     assert!(missing.is_err(), "a missing tensor must fail the load");
 }
 
+/// q/k/v-style layers loaded as one (`load_fused`) give each part's output side by side, exactly for dense weights
+/// and block for block for quantized ones (blocks never straddle rows, so quantizing the concatenation quantizes
+/// each part as it would alone).
+#[test]
+fn fused_layers_equal_their_parts_side_by_side_dense_and_quantized() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let outs = [("q_proj", 384), ("k_proj", 128), ("v_proj", 128)];
+    let mut tensors = HashMap::new();
+    for (i, (name, out)) in outs.iter().enumerate() {
+        tensors.insert(format!("{name}.weight"), gaussian(&[*out, IN], 30 + i as u64));
+        tensors.insert(format!("{name}.bias"), gaussian(&[*out], 40 + i as u64));
+    }
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    // SAFETY: the file is ours and is not modified while mapped.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu).unwrap() };
+    let xs = gaussian(&[2, 3, IN], 50);
+    for quant in Quant::ALL {
+        let parts: Vec<(usize, VarBuilder)> = outs.iter().map(|(name, out)| (*out, vb.pp(*name))).collect();
+        let fused = QLinear::load_fused(IN, &parts, true, quant).unwrap();
+        assert_eq!(fused.is_quantized(), quant != Quant::None);
+        let separate: Vec<Tensor> = outs
+            .iter()
+            .map(|(name, out)| QLinear::load(IN, *out, true, vb.pp(*name), quant).unwrap().forward(&xs).unwrap())
+            .collect();
+        let want = Tensor::cat(&separate, 2).unwrap();
+        let got = fused.forward(&xs).unwrap();
+        assert_eq!(got.dims(), &[2, 3, 640]);
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff < 1e-4, "{quant}: fused output differs from the parts' by {diff}");
+    }
+}
+
 #[derive(Parser, Debug)]
 struct Cli {
     #[arg(long, value_enum, default_value_t)]

@@ -1,8 +1,9 @@
 //! Dense linear layers with a CPU fast path for few input rows (decoder steps): one pass over the weight computes
-//! every row's dot products, where candle's `x · Wᵀ` through `gemm` pads its register tiles along the rows.
+//! every row's dot products, where candle's `x · Wᵀ` through `gemm` pads its register tiles along the rows. Also
+//! layers that read the same input loaded as one matmul ([`fused_linear`]).
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
-use candle_nn::Linear;
+use candle_nn::{Linear, VarBuilder};
 use rayon::prelude::*;
 
 /// Inputs of up to this many rows take the fast path; above it `gemm`'s tiles are full enough.
@@ -35,6 +36,27 @@ impl Module for DenseLinear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         forward(&self.inner, xs)
     }
+}
+
+/// Several linear layers over the same input as one: each part's weight `(out_i, in_dim)` [and bias] read by its
+/// Hub name through its own `vb` (`q_proj`, `k_proj`, `v_proj`), concatenated along the output dimension, so that
+/// one matmul gives the parts' outputs side by side.
+pub fn fused_linear(in_dim: usize, parts: &[(usize, VarBuilder)], bias: bool) -> Result<Linear> {
+    let weights = parts.iter().map(|(out, vb)| vb.get((*out, in_dim), "weight")).collect::<Result<Vec<_>>>()?;
+    let bias = if bias {
+        Some(concat_rows(parts.iter().map(|(out, vb)| vb.get(*out, "bias")).collect::<Result<_>>()?)?)
+    } else {
+        None
+    };
+    Ok(Linear::new(concat_rows(weights)?, bias))
+}
+
+/// The tensors stacked along dim 0 (a single one is returned as it is).
+pub fn concat_rows(mut parts: Vec<Tensor>) -> Result<Tensor> {
+    if parts.len() == 1 {
+        return Ok(parts.pop().expect("one part"));
+    }
+    Tensor::cat(&parts, 0)
 }
 
 /// `linear.forward(xs)` with the few-rows path where it applies (f32 input and weight on the CPU, at most

@@ -3,14 +3,14 @@
 //! `cross_attention_layers`, tanh-gated cross-attention to the image features. A `TextSession` holds the KV caches
 //! of a batch of rows; cross-attention keys/values are computed once per image and kept at the key/value heads' size.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{embedding, linear_no_bias, Embedding, Linear, RmsNorm, VarBuilder};
 
+use crate::models::attention::{dtype_min, grouped_attention};
 use crate::models::profile;
 use crate::models::quant::{QLinear, Quant};
 
 use super::config::{RopeScaling, TextConfig};
-use super::vision::{dtype_min, softmax_f32};
 use crate::models::generate::DecodeSession;
 
 fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
@@ -20,9 +20,10 @@ fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
 /// Llama's gated MLP: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub(crate) struct Mlp {
-    gate_proj: QLinear,
-    up_proj: QLinear,
+    /// `gate_proj` and `up_proj` as one matmul: `gate | up` along the output.
+    gate_up_proj: QLinear,
     down_proj: QLinear,
+    intermediate: usize,
 }
 
 impl Mlp {
@@ -31,38 +32,28 @@ impl Mlp {
     }
 
     pub(crate) fn with_dims(h: usize, i: usize, bias: bool, vb: VarBuilder, quant: Quant) -> Result<Self> {
+        let parts = [(i, vb.pp("gate_proj")), (i, vb.pp("up_proj"))];
         Ok(Mlp {
-            gate_proj: QLinear::load(h, i, bias, vb.pp("gate_proj"), quant)?,
-            up_proj: QLinear::load(h, i, bias, vb.pp("up_proj"), quant)?,
+            gate_up_proj: QLinear::load_fused(h, &parts, bias, quant)?,
             down_proj: QLinear::load(i, h, bias, vb.pp("down_proj"), quant)?,
+            intermediate: i,
         })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.down_proj.forward(&(self.gate_proj.forward(x)?.silu()? * self.up_proj.forward(x)?)?)
+        // Elementwise ops take the two halves as strided views: no copies.
+        let gate_up = self.gate_up_proj.forward(x)?;
+        let gate = gate_up.narrow(D::Minus1, 0, self.intermediate)?;
+        let up = gate_up.narrow(D::Minus1, self.intermediate, self.intermediate)?;
+        self.down_proj.forward(&(gate.silu()? * up)?)
     }
-}
-
-/// Attention with `heads` query heads sharing `kv_heads` key/value heads, computed without repeating keys
-/// and values: the query heads of one group are folded into the query length.
-pub(crate) fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, kv_heads: usize) -> Result<Tensor> {
-    let (rows, heads, len, head_dim) = q.dims4()?;
-    let groups = heads / kv_heads;
-    let keys = k.dim(2)?;
-    let q = q.reshape((rows, kv_heads, groups * len, head_dim))?;
-    let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
-    // mask: (rows, 1, len, keys) -> broadcast over (rows, kv_heads, groups, len, keys)
-    let scores = scores.reshape((rows, kv_heads, groups, len, keys))?.broadcast_add(&mask.unsqueeze(2)?)?;
-    let weights = softmax_f32(&scores)?.reshape((rows, kv_heads, groups * len, keys))?;
-    weights.matmul(v)?.reshape((rows, heads, len, head_dim))
 }
 
 /// Llama self-attention with rotary embeddings and grouped-query heads; the KV cache is passed in.
 #[derive(Debug, Clone)]
 pub(crate) struct SelfAttention {
-    q_proj: QLinear,
-    k_proj: QLinear,
-    v_proj: QLinear,
+    /// `q_proj`, `k_proj`, `v_proj` as one matmul: `q | k | v` along the output.
+    qkv_proj: QLinear,
     o_proj: QLinear,
     heads: usize,
     kv_heads: usize,
@@ -86,10 +77,9 @@ impl SelfAttention {
         quant: Quant,
     ) -> Result<Self> {
         let (q, kv) = (heads * head_dim, kv_heads * head_dim);
+        let parts = [(q, vb.pp("q_proj")), (kv, vb.pp("k_proj")), (kv, vb.pp("v_proj"))];
         Ok(SelfAttention {
-            q_proj: QLinear::load(h, q, bias, vb.pp("q_proj"), quant)?,
-            k_proj: QLinear::load(h, kv, bias, vb.pp("k_proj"), quant)?,
-            v_proj: QLinear::load(h, kv, bias, vb.pp("v_proj"), quant)?,
+            qkv_proj: QLinear::load_fused(h, &parts, bias, quant)?,
             o_proj: QLinear::load(q, h, bias, vb.pp("o_proj"), quant)?,
             heads,
             kv_heads,
@@ -97,23 +87,32 @@ impl SelfAttention {
         })
     }
 
+    /// `mask`: the additive `(rows, 1, len, keys)` mask, `None` where it would be all zeros (a decode step of
+    /// rows without left padding).
+    ///
+    /// For one position of one row (a batch-1 decode step) every head split below is a view, so with dense weights
+    /// the attention runs 9 kernels: the fused projection, one rotary pass over q and k, the q scaling, two cache
+    /// writes, the two attention products and their softmax, and `o_proj`.
     pub(crate) fn forward(
         &self,
         x: &Tensor,
         rope: &Rope,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         cache: &mut Option<KvCache>,
     ) -> Result<Tensor> {
         let (rows, len, _) = x.dims3()?;
-        let split = |t: Tensor, heads| t.reshape((rows, len, heads, self.head_dim))?.transpose(1, 2)?.contiguous();
-        let q = split(self.q_proj.forward(x)?, self.heads)?;
-        let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
-        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
-        let q = candle_nn::rotary_emb::rope(&q, &rope.cos, &rope.sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &rope.cos, &rope.sin)?;
+        let (heads, kv_heads, head_dim) = (self.heads, self.kv_heads, self.head_dim);
+        // (rows, q heads | k heads | v heads, len, head_dim)
+        let qkv = self.qkv_proj.forward(x)?.reshape((rows, len, heads + 2 * kv_heads, head_dim))?.transpose(1, 2)?;
+        // One rotary pass over q and k: the angles are the same for every head.
+        let qk = qkv.narrow(1, 0, heads + kv_heads)?.contiguous()?;
+        let qk = candle_nn::rotary_emb::rope(&qk, &rope.cos, &rope.sin)?;
+        let q = (qk.narrow(1, 0, heads)? * (head_dim as f64).powf(-0.5))?;
+        let k = qk.narrow(1, heads, kv_heads)?.contiguous()?;
+        let v = qkv.narrow(1, heads + kv_heads, kv_heads)?.contiguous()?;
         let (k, v) = KvCache::append(cache, &k, &v)?;
-        let out = grouped_attention(&q, &k, &v, mask, self.kv_heads)?;
-        self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, self.heads * self.head_dim))?)
+        let out = grouped_attention(&q, &k, &v, mask, kv_heads)?;
+        self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, heads * head_dim))?)
     }
 }
 
@@ -170,10 +169,11 @@ impl KvCache {
 #[derive(Debug, Clone)]
 struct CrossAttention {
     q_proj: QLinear,
-    k_proj: QLinear,
-    v_proj: QLinear,
+    /// `k_proj` and `v_proj` as one matmul: `k | v` along the output.
+    kv_proj: QLinear,
     o_proj: QLinear,
-    q_norm: RmsNorm,
+    /// `q_norm` with its weight multiplied by `1/sqrt(head_dim)`: the queries come out scaled for the product.
+    q_norm_scaled: RmsNorm,
     k_norm: RmsNorm,
     heads: usize,
     kv_heads: usize,
@@ -184,12 +184,12 @@ impl CrossAttention {
     fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant) -> Result<Self> {
         let head_dim = cfg.hidden_size / cfg.num_attention_heads;
         let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim);
+        let q_norm_weight = vb.pp("q_norm").get(head_dim, "weight")?;
         Ok(CrossAttention {
             q_proj: QLinear::load(h, q, false, vb.pp("q_proj"), quant)?,
-            k_proj: QLinear::load(h, kv, false, vb.pp("k_proj"), quant)?,
-            v_proj: QLinear::load(h, kv, false, vb.pp("v_proj"), quant)?,
+            kv_proj: QLinear::load_fused(h, &[(kv, vb.pp("k_proj")), (kv, vb.pp("v_proj"))], false, quant)?,
             o_proj: QLinear::load(q, h, false, vb.pp("o_proj"), quant)?,
-            q_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("q_norm"))?,
+            q_norm_scaled: RmsNorm::new((q_norm_weight * (head_dim as f64).powf(-0.5))?, cfg.rms_norm_eps),
             k_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("k_norm"))?,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
@@ -200,9 +200,10 @@ impl CrossAttention {
     /// Keys (after `k_norm`) and values of image features `(rows, vision_tokens, hidden)`, at kv-head size.
     fn keys_values(&self, states: &Tensor) -> Result<(Tensor, Tensor)> {
         let (rows, tokens, _) = states.dims3()?;
-        let split = |t: Tensor| t.reshape((rows, tokens, self.kv_heads, self.head_dim))?.transpose(1, 2)?.contiguous();
-        let k = self.k_norm.forward(&split(self.k_proj.forward(states)?)?)?;
-        let v = split(self.v_proj.forward(states)?)?;
+        let kv_heads = self.kv_heads;
+        let kv = self.kv_proj.forward(states)?.reshape((rows, tokens, 2 * kv_heads, self.head_dim))?.transpose(1, 2)?;
+        let k = self.k_norm.forward(&kv.narrow(1, 0, kv_heads)?.contiguous()?)?;
+        let v = kv.narrow(1, kv_heads, kv_heads)?.contiguous()?;
         Ok((k, v))
     }
 
@@ -210,8 +211,8 @@ impl CrossAttention {
         let (rows, len, hidden) = x.dims3()?;
         let q =
             self.q_proj.forward(x)?.reshape((rows, len, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()?;
-        let q = self.q_norm.forward(&q)?;
-        let out = grouped_attention(&q, &kv.0, &kv.1, mask, self.kv_heads)?;
+        let q = self.q_norm_scaled.forward(&q)?;
+        let out = grouped_attention(&q, &kv.0, &kv.1, Some(mask), self.kv_heads)?;
         self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, hidden))?)
     }
 }
@@ -375,7 +376,11 @@ impl TextModel {
 
         let positions = padded_positions(pads, past, len);
         let rope = Rope::new(&self.inv_freq, &positions, &self.device, self.dtype)?;
-        let self_mask = causal_padding_mask(pads, past, len, &self.device, self.dtype)?;
+        let self_mask = if self_mask_needed(pads, len) {
+            Some(causal_padding_mask(pads, past, len, &self.device, self.dtype)?)
+        } else {
+            None
+        };
         // A generated token sees what the last prompt token sees, so decode steps share one mask until the
         // rows change.
         let decoding = past > 0;
@@ -405,8 +410,12 @@ impl TextModel {
             let layer_started = std::time::Instant::now();
             match layer {
                 Layer::SelfAttention { attn, mlp, input_layernorm, post_attention_layernorm } => {
-                    let h =
-                        attn.forward(&input_layernorm.forward(&x)?, &rope, &self_mask, &mut session.self_kv[index])?;
+                    let h = attn.forward(
+                        &input_layernorm.forward(&x)?,
+                        &rope,
+                        self_mask.as_ref(),
+                        &mut session.self_kv[index],
+                    )?;
                     x = (x + h)?;
                     x = (&x + mlp.forward(&post_attention_layernorm.forward(&x)?)?)?;
                 }
@@ -542,6 +551,11 @@ impl DecodeSession for TextSession<'_> {
 /// (`prepare_inputs_for_generation`).
 pub(crate) fn padded_positions(pads: &[usize], past: usize, len: usize) -> Vec<Vec<u32>> {
     pads.iter().map(|&pad| (past..past + len).map(|j| if j < pad { 1 } else { (j - pad) as u32 }).collect()).collect()
+}
+
+/// Whether [`causal_padding_mask`] masks anything: not for one new position per row and no left padding.
+pub(crate) fn self_mask_needed(pads: &[usize], len: usize) -> bool {
+    len > 1 || pads.iter().any(|&pad| pad > 0)
 }
 
 /// Additive mask `(rows, 1, len, past + len)`: causal, and left padding masked with the dtype's minimum
