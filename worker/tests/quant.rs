@@ -9,6 +9,7 @@ use candle_nn::{Linear, VarBuilder};
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use vislingo_worker::models::linear::Part;
 use vislingo_worker::models::quant::{QLinear, Quant};
 
 const IN: usize = 1024;
@@ -239,7 +240,8 @@ fn load_through_varbuilder_from_safetensors_quantizes_q4k_and_keeps_small_layers
 
 /// q/k/v-style layers loaded as one (`load_fused`) give each part's output side by side, exactly for dense weights
 /// and block for block for quantized ones (blocks never straddle rows, so quantizing the concatenation quantizes
-/// each part as it would alone).
+/// each part as it would alone); a part's scale multiplies its output (0.5, a power of two, scales GGML blocks
+/// exactly).
 #[test]
 fn fused_layers_equal_their_parts_side_by_side_dense_and_quantized() {
     let dir = tempfile::tempdir().unwrap();
@@ -255,13 +257,15 @@ fn fused_layers_equal_their_parts_side_by_side_dense_and_quantized() {
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu).unwrap() };
     let xs = gaussian(&[2, 3, IN], 50);
     for quant in Quant::ALL {
-        let parts: Vec<(usize, VarBuilder)> = outs.iter().map(|(name, out)| (*out, vb.pp(*name))).collect();
+        let mut parts: Vec<Part> = outs.iter().map(|(name, out)| Part::new(*out, vb.pp(*name))).collect();
+        parts[2] = parts[2].clone().scaled(0.5);
         let fused = QLinear::load_fused(IN, &parts, true, quant).unwrap();
         assert_eq!(fused.is_quantized(), quant != Quant::None);
-        let separate: Vec<Tensor> = outs
+        let mut separate: Vec<Tensor> = outs
             .iter()
             .map(|(name, out)| QLinear::load(IN, *out, true, vb.pp(*name), quant).unwrap().forward(&xs).unwrap())
             .collect();
+        separate[2] = (&separate[2] * 0.5).unwrap();
         let want = Tensor::cat(&separate, 2).unwrap();
         let got = fused.forward(&xs).unwrap();
         assert_eq!(got.dims(), &[2, 3, 640]);

@@ -10,7 +10,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
-use crate::models::linear::{concat_rows, fused_linear};
+use crate::models::linear::{concat_rows, fused_linear, Part};
 
 /// Weight format of linear layers after loading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
@@ -120,24 +120,19 @@ impl QLinear {
         vb: VarBuilder,
         quant: Quant,
     ) -> candle_core::Result<QLinear> {
-        QLinear::load_fused(in_dim, &[(out_dim, vb)], bias, quant)
+        QLinear::load_fused(in_dim, &[Part::new(out_dim, vb)], bias, quant)
     }
 
     /// Loads several layers that read the same input as one: their weights `(out_i, in)` [and biases], each by
-    /// its Hub name through its own `vb`, concatenated along the output dimension, then quantized as one weight
-    /// by the rules of [`QLinear::load`]. The output is the parts' outputs side by side (`q | k | v`), so one
-    /// matmul does the work of several. Quantized blocks never straddle a row, so quantizing the concatenation
-    /// gives the parts' own blocks.
-    pub fn load_fused(
-        in_dim: usize,
-        parts: &[(usize, VarBuilder)],
-        bias: bool,
-        quant: Quant,
-    ) -> candle_core::Result<QLinear> {
-        let Some((_, first)) = parts.first() else {
+    /// its Hub name through its own `vb` and multiplied by its `scale`, concatenated along the output dimension,
+    /// then quantized as one weight by the rules of [`QLinear::load`]. The output is the parts' outputs side by
+    /// side (`q | k | v`), so one matmul does the work of several. Quantized blocks never straddle a row, so
+    /// quantizing the concatenation gives the parts' own blocks.
+    pub fn load_fused(in_dim: usize, parts: &[Part], bias: bool, quant: Quant) -> candle_core::Result<QLinear> {
+        let Some(first) = parts.first().map(|part| &part.vb) else {
             candle_core::bail!("a fused linear layer needs at least one part");
         };
-        let out_dim: usize = parts.iter().map(|(out, _)| out).sum();
+        let out_dim: usize = parts.iter().map(|part| part.out_dim).sum();
         let device = first.device().clone();
         let out_dtype = first.dtype();
         let ggml_dtype = quant.ggml_dtype().filter(|_| quant.applies_to(in_dim));
@@ -154,21 +149,13 @@ impl QLinear {
             return Ok(QLinear::Dense(fused_linear(in_dim, parts, bias)?));
         };
         // Read on the CPU: only the blocks go to the device.
-        let load_weight = |out: usize, vb: &VarBuilder| {
-            vb.clone().set_device(Device::Cpu).get_with_hints_dtype(
-                (out, in_dim),
-                "weight",
-                candle_nn::init::DEFAULT_KAIMING_NORMAL,
-                vb.dtype(),
-            )
-        };
-        let weights = parts.iter().map(|(out, vb)| load_weight(*out, vb)).collect::<Result<_, _>>()?;
+        let weights = parts
+            .iter()
+            .map(|part| part.weight(in_dim, &part.vb.clone().set_device(Device::Cpu)))
+            .collect::<Result<_, _>>()?;
         let weight = quantize_weight(concat_rows(weights)?, ggml_dtype, &device)?;
-        let bias = if bias {
-            Some(concat_rows(parts.iter().map(|(out, vb)| vb.get(*out, "bias")).collect::<Result<_, _>>()?)?)
-        } else {
-            None
-        };
+        let bias =
+            if bias { Some(concat_rows(parts.iter().map(Part::bias).collect::<Result<_, _>>()?)?) } else { None };
         Ok(QLinear::Quantized { weight, bias, out_dtype })
     }
 

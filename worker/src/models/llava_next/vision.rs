@@ -8,7 +8,7 @@ use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
 use super::config::ClipVisionConfig;
 use crate::models::attention::attend;
-use crate::models::linear::fused_linear;
+use crate::models::linear::{fused_linear, Part};
 
 /// `ACT2FN[hidden_act]` for the activations CLIP checkpoints use.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +40,7 @@ struct Attention {
 impl Attention {
     fn new(cfg: &ClipVisionConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
-        let parts = [(h, vb.pp("q_proj")), (h, vb.pp("k_proj")), (h, vb.pp("v_proj"))];
+        let parts = [Part::new(h, vb.pp("q_proj")), Part::new(h, vb.pp("k_proj")), Part::new(h, vb.pp("v_proj"))];
         Ok(Attention {
             qkv_proj: fused_linear(h, &parts, true)?,
             out_proj: linear(h, h, vb.pp("out_proj"))?,

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{embedding, linear_no_bias, Embedding, Linear, RmsNorm, VarBuilder};
 
 use crate::models::attention::{dtype_min, grouped_attention};
+use crate::models::linear::Part;
 use crate::models::profile;
 use crate::models::quant::{QLinear, Quant};
 
@@ -32,10 +33,23 @@ impl Mlp {
     }
 
     pub(crate) fn with_dims(h: usize, i: usize, bias: bool, vb: VarBuilder, quant: Quant) -> Result<Self> {
-        let parts = [(i, vb.pp("gate_proj")), (i, vb.pp("up_proj"))];
+        Self::with_output_scale(h, i, bias, vb, quant, None)
+    }
+
+    /// The MLP with its output multiplied by `scale` (folded into `down_proj`).
+    fn with_output_scale(
+        h: usize,
+        i: usize,
+        bias: bool,
+        vb: VarBuilder,
+        quant: Quant,
+        scale: Option<f64>,
+    ) -> Result<Self> {
+        let parts = [Part::new(i, vb.pp("gate_proj")), Part::new(i, vb.pp("up_proj"))];
+        let down = Part { scale, ..Part::new(h, vb.pp("down_proj")) };
         Ok(Mlp {
             gate_up_proj: QLinear::load_fused(h, &parts, bias, quant)?,
-            down_proj: QLinear::load(i, h, bias, vb.pp("down_proj"), quant)?,
+            down_proj: QLinear::load_fused(i, &[down], bias, quant)?,
             intermediate: i,
         })
     }
@@ -52,7 +66,8 @@ impl Mlp {
 /// Llama self-attention with rotary embeddings and grouped-query heads; the KV cache is passed in.
 #[derive(Debug, Clone)]
 pub(crate) struct SelfAttention {
-    /// `q_proj`, `k_proj`, `v_proj` as one matmul: `q | k | v` along the output.
+    /// `q_proj`, `k_proj`, `v_proj` as one matmul: `q | k | v` along the output, with the queries scaled by
+    /// `1/sqrt(head_dim)` (which commutes with the rotary embedding) for the attention product.
     qkv_proj: QLinear,
     o_proj: QLinear,
     heads: usize,
@@ -77,7 +92,11 @@ impl SelfAttention {
         quant: Quant,
     ) -> Result<Self> {
         let (q, kv) = (heads * head_dim, kv_heads * head_dim);
-        let parts = [(q, vb.pp("q_proj")), (kv, vb.pp("k_proj")), (kv, vb.pp("v_proj"))];
+        let parts = [
+            Part::new(q, vb.pp("q_proj")).scaled((head_dim as f64).powf(-0.5)),
+            Part::new(kv, vb.pp("k_proj")),
+            Part::new(kv, vb.pp("v_proj")),
+        ];
         Ok(SelfAttention {
             qkv_proj: QLinear::load_fused(h, &parts, bias, quant)?,
             o_proj: QLinear::load(q, h, bias, vb.pp("o_proj"), quant)?,
@@ -91,8 +110,8 @@ impl SelfAttention {
     /// rows without left padding).
     ///
     /// For one position of one row (a batch-1 decode step) every head split below is a view, so with dense weights
-    /// the attention runs 9 kernels: the fused projection, one rotary pass over q and k, the q scaling, two cache
-    /// writes, the two attention products and their softmax, and `o_proj`.
+    /// the attention runs 8 kernels: the fused projection, one rotary pass over q and k, two cache writes, the two
+    /// attention products and their softmax, and `o_proj`.
     pub(crate) fn forward(
         &self,
         x: &Tensor,
@@ -107,7 +126,7 @@ impl SelfAttention {
         // One rotary pass over q and k: the angles are the same for every head.
         let qk = qkv.narrow(1, 0, heads + kv_heads)?.contiguous()?;
         let qk = candle_nn::rotary_emb::rope(&qk, &rope.cos, &rope.sin)?;
-        let q = (qk.narrow(1, 0, heads)? * (head_dim as f64).powf(-0.5))?;
+        let q = qk.narrow(1, 0, heads)?;
         let k = qk.narrow(1, heads, kv_heads)?.contiguous()?;
         let v = qkv.narrow(1, heads + kv_heads, kv_heads)?.contiguous()?;
         let (k, v) = KvCache::append(cache, &k, &v)?;
@@ -171,6 +190,7 @@ struct CrossAttention {
     q_proj: QLinear,
     /// `k_proj` and `v_proj` as one matmul: `k | v` along the output.
     kv_proj: QLinear,
+    /// Multiplied by the layer's `tanh(cross_attn_attn_gate)`.
     o_proj: QLinear,
     /// `q_norm` with its weight multiplied by `1/sqrt(head_dim)`: the queries come out scaled for the product.
     q_norm_scaled: RmsNorm,
@@ -181,14 +201,20 @@ struct CrossAttention {
 }
 
 impl CrossAttention {
-    fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant) -> Result<Self> {
+    /// `gate`: `tanh(cross_attn_attn_gate)`, which multiplies the output.
+    fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant, gate: f64) -> Result<Self> {
         let head_dim = cfg.hidden_size / cfg.num_attention_heads;
         let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim);
         let q_norm_weight = vb.pp("q_norm").get(head_dim, "weight")?;
         Ok(CrossAttention {
             q_proj: QLinear::load(h, q, false, vb.pp("q_proj"), quant)?,
-            kv_proj: QLinear::load_fused(h, &[(kv, vb.pp("k_proj")), (kv, vb.pp("v_proj"))], false, quant)?,
-            o_proj: QLinear::load(q, h, false, vb.pp("o_proj"), quant)?,
+            kv_proj: QLinear::load_fused(
+                h,
+                &[Part::new(kv, vb.pp("k_proj")), Part::new(kv, vb.pp("v_proj"))],
+                false,
+                quant,
+            )?,
+            o_proj: QLinear::load_fused(q, &[Part::new(h, vb.pp("o_proj")).scaled(gate)], false, quant)?,
             q_norm_scaled: RmsNorm::new((q_norm_weight * (head_dim as f64).powf(-0.5))?, cfg.rms_norm_eps),
             k_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("k_norm"))?,
             heads: cfg.num_attention_heads,
@@ -225,15 +251,19 @@ enum Layer {
         input_layernorm: RmsNorm,
         post_attention_layernorm: RmsNorm,
     },
+    /// The tanh gates of the attention and the MLP are folded into their output projections.
     CrossAttention {
         attn: CrossAttention,
         mlp: Mlp,
         input_layernorm: RmsNorm,
         post_attention_layernorm: RmsNorm,
-        /// `tanh(cross_attn_attn_gate)`, `tanh(cross_attn_mlp_gate)`.
-        attn_gate: Tensor,
-        mlp_gate: Tensor,
     },
+}
+
+/// `tanh` of a gate parameter `(1,)`, computed in the model dtype as transformers does.
+fn tanh_gate(vb: &VarBuilder, name: &str) -> Result<f64> {
+    let gate = vb.get(1, name)?.tanh()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(f64::from(gate[0]))
 }
 
 /// Rotary cosines and sines for the rows' positions, `(rows, len, head_dim / 2)`.
@@ -289,20 +319,21 @@ impl TextModel {
                 let vb = model.pp("layers").pp(i);
                 let input_layernorm = rms_norm(h, cfg.rms_norm_eps, vb.pp("input_layernorm"))?;
                 let post_attention_layernorm = rms_norm(h, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?;
-                let mlp = Mlp::new(cfg, vb.pp("mlp"), quant)?;
                 Ok(if cfg.cross_attention_layers.contains(&i) {
+                    let (attn_gate, mlp_gate) =
+                        (tanh_gate(&vb, "cross_attn_attn_gate")?, tanh_gate(&vb, "cross_attn_mlp_gate")?);
+                    let mlp =
+                        Mlp::with_output_scale(h, cfg.intermediate_size, false, vb.pp("mlp"), quant, Some(mlp_gate))?;
                     Layer::CrossAttention {
-                        attn: CrossAttention::new(cfg, vb.pp("cross_attn"), quant)?,
+                        attn: CrossAttention::new(cfg, vb.pp("cross_attn"), quant, attn_gate)?,
                         mlp,
                         input_layernorm,
                         post_attention_layernorm,
-                        attn_gate: vb.get(1, "cross_attn_attn_gate")?.tanh()?,
-                        mlp_gate: vb.get(1, "cross_attn_mlp_gate")?.tanh()?,
                     }
                 } else {
                     Layer::SelfAttention {
                         attn: SelfAttention::new(cfg, vb.pp("self_attn"), quant)?,
-                        mlp,
+                        mlp: Mlp::new(cfg, vb.pp("mlp"), quant)?,
                         input_layernorm,
                         post_attention_layernorm,
                     }
@@ -419,15 +450,16 @@ impl TextModel {
                     x = (x + h)?;
                     x = (&x + mlp.forward(&post_attention_layernorm.forward(&x)?)?)?;
                 }
-                Layer::CrossAttention { attn, mlp, input_layernorm, post_attention_layernorm, attn_gate, mlp_gate } => {
+                Layer::CrossAttention { attn, mlp, input_layernorm, post_attention_layernorm } => {
                     // Skipped when the batch has no image (transformers skips it for text-only inputs).
                     let (Some(kv), Some((mask, row_visible))) = (&session.cross_kv[index], &cross_masks) else {
                         continue;
                     };
+                    // Both outputs come multiplied by their tanh gates.
                     let h = attn.forward(&input_layernorm.forward(&x)?, kv, mask)?;
-                    x = (&x + h.broadcast_mul(attn_gate)?)?;
+                    x = (&x + h)?;
                     let h = mlp.forward(&post_attention_layernorm.forward(&x)?)?.broadcast_mul(row_visible)?;
-                    x = (&x + h.broadcast_mul(mlp_gate)?)?;
+                    x = (&x + h)?;
                 }
             }
             if profile::enabled() {

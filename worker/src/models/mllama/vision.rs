@@ -5,11 +5,11 @@
 //! aspect-ratio attention mask into two unmasked attentions.
 
 use candle_core::{Device, Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::config::VisionConfig;
 use crate::models::attention::attend;
-use crate::models::linear::fused_linear;
+use crate::models::linear::{fused_linear, Part};
 
 /// Pixels of a batch of images after `MllamaImageProcessor`: `(images, max_num_tiles, 3, tile, tile)`, the
 /// aspect-ratio id of each image, and which of its tiles are real.
@@ -32,10 +32,10 @@ struct Attention {
 impl Attention {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
-        let parts = [(h, vb.pp("q_proj")), (h, vb.pp("k_proj")), (h, vb.pp("v_proj"))];
+        let parts = [Part::new(h, vb.pp("q_proj")), Part::new(h, vb.pp("k_proj")), Part::new(h, vb.pp("v_proj"))];
         Ok(Attention {
             qkv_proj: fused_linear(h, &parts, false)?,
-            o_proj: fused_linear(h, &[(h, vb.pp("o_proj"))], false)?,
+            o_proj: linear_no_bias(h, h, vb.pp("o_proj"))?,
             heads: cfg.attention_heads,
             head_dim: h / cfg.attention_heads,
         })
