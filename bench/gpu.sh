@@ -2,7 +2,7 @@
 # GPU benchmark and CUDA parity checks (see BENCHMARKS.md, "GPU").
 #
 #   bash bench/gpu.sh build        # here (no GPU): CUDA build of vlm-gpu-bench and the parity test binaries
-#                                  # into .gpu/ (git-ignored through .git/info/exclude; carried to the GPU machine)
+#                                  # into .gpu/ (git-ignored through info/exclude; carried to the GPU machine)
 #   bash bench/gpu.sh parity       # on the GPU machine: the tiny-model parity tests on cuda:0
 #   bash bench/gpu.sh describe     # on the GPU machine: random full-size checkpoints, vislingo vs transformers
 #                                  # (VL_COUNT, VL_BATCH, VL_REF_BATCH, VL_NEW_TOKENS, VL_QUANTS, VL_REFERENCE,
@@ -17,7 +17,10 @@ ROOT="$PWD"
 GPU_DIR="$ROOT/.gpu"
 
 build() {
-  local setup="${VL_CUDA_SETUP:-$ROOT/../shared/gpu}"
+  # shared/ sits beside the main checkout (also when this is a git worktree of it).
+  local main_root
+  main_root=$(git worktree list --porcelain | awk '/^worktree /{print $2; exit}')
+  local setup="${VL_CUDA_SETUP:-$main_root/../shared/gpu}"
   bash "$setup/setup.sh" >/dev/null
   # shellcheck disable=SC1091
   source /opt/cuda-pip/env.sh
@@ -38,7 +41,13 @@ for line in sys.stdin:
   pack vlm-gpu-bench "$CARGO_TARGET_DIR/release/vlm-gpu-bench"
   while read -r name path; do pack "$name" "$path"; done <<<"$tests"
   cp "$setup/run-on-gpu.sh" "$GPU_DIR/"
-  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
+  # The test binaries read their fixtures under the path the crate had here.
+  echo "$ROOT" >"$GPU_DIR/build-root"
+  # info/exclude lives in the common git dir: .git is a file in a worktree.
+  local exclude
+  exclude=$(git rev-parse --git-path info/exclude)
+  mkdir -p "$(dirname "$exclude")"
+  grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
   ls -la "$GPU_DIR"
 }
 
@@ -53,7 +62,9 @@ unpack() {
     [[ -x "$bin" ]] || { xz -dc "$f" >"$bin" && chmod +x "$bin"; }
   done
   # The test binaries find their fixtures under the path the crate had when built.
-  if [[ ! -e /work/main/worker ]]; then mkdir -p /work && ln -sfn "$ROOT" /work/main; fi
+  local built
+  built=$(cat "$GPU_DIR/build-root" 2>/dev/null || echo /work/main)
+  if [[ ! -e "$built/worker" ]]; then mkdir -p "$(dirname "$built")" && ln -sfn "$ROOT" "$built"; fi
 }
 
 gpu() { timeout "${VL_TIMEOUT:-900}" bash "$GPU_DIR/run-on-gpu.sh" "$@" 2>&1 | { grep --line-buffered -v '^run-on-gpu.sh: ' || true; }; }

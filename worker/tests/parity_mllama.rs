@@ -128,6 +128,24 @@ fn vision_features_and_projected_states_match_within_1e4() {
     }
 }
 
+/// An image of one real tile out of four (`square_small`: three padding tiles, whose features cross-attention
+/// still reads) beside a full one: the batch's states match transformers', and each image's match it encoded alone.
+#[test]
+fn vision_features_of_padding_tiles_match_in_a_batch_and_alone() {
+    let f = fixture();
+    let images = ["landscape", "square_small"];
+    assert_eq!(f.reference["images"]["square_small"]["num_tiles"], 1, "the fixture has an image with padding tiles");
+    let expected = f.tensor("case.batch.cross_attention_states");
+    let states = f.model.encode_images(&f.vision_input(&images)).unwrap();
+    let diff = max_abs_diff(&states.reshape(expected.dims()).unwrap(), expected);
+    assert!(diff < F32_TOLERANCE, "batch: cross-attention states differ by {diff}");
+    for (row, image) in images.iter().enumerate() {
+        let alone = f.model.encode_images(&f.vision_input(&[image])).unwrap();
+        let diff = max_abs_diff(&alone, &states.narrow(0, row, 1).unwrap());
+        assert!(diff < F32_TOLERANCE, "{image}: alone and in a batch differ by {diff}");
+    }
+}
+
 #[test]
 fn cross_attention_masks_match_the_processor() {
     let f = fixture();

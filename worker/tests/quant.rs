@@ -9,6 +9,7 @@ use candle_nn::{Linear, VarBuilder};
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use vislingo_worker::models::linear::Part;
 use vislingo_worker::models::quant::{QLinear, Quant};
 
 const IN: usize = 1024;
@@ -235,6 +236,42 @@ fn load_through_varbuilder_from_safetensors_quantizes_q4k_and_keeps_small_layers
 
     let missing = QLinear::load(IN, OUT, false, vb.pp("absent"), Quant::Q4k);
     assert!(missing.is_err(), "a missing tensor must fail the load");
+}
+
+/// q/k/v-style layers loaded as one (`load_fused`) give each part's output side by side, exactly for dense weights
+/// and block for block for quantized ones (blocks never straddle rows, so quantizing the concatenation quantizes
+/// each part as it would alone); a part's scale multiplies its output (0.5, a power of two, scales GGML blocks
+/// exactly).
+#[test]
+fn fused_layers_equal_their_parts_side_by_side_dense_and_quantized() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let outs = [("q_proj", 384), ("k_proj", 128), ("v_proj", 128)];
+    let mut tensors = HashMap::new();
+    for (i, (name, out)) in outs.iter().enumerate() {
+        tensors.insert(format!("{name}.weight"), gaussian(&[*out, IN], 30 + i as u64));
+        tensors.insert(format!("{name}.bias"), gaussian(&[*out], 40 + i as u64));
+    }
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    // SAFETY: the file is ours and is not modified while mapped.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu).unwrap() };
+    let xs = gaussian(&[2, 3, IN], 50);
+    for quant in Quant::ALL {
+        let mut parts: Vec<Part> = outs.iter().map(|(name, out)| Part::new(*out, vb.pp(*name))).collect();
+        parts[2] = parts[2].clone().scaled(0.5);
+        let fused = QLinear::load_fused(IN, &parts, true, quant).unwrap();
+        assert_eq!(fused.is_quantized(), quant != Quant::None);
+        let mut separate: Vec<Tensor> = outs
+            .iter()
+            .map(|(name, out)| QLinear::load(IN, *out, true, vb.pp(*name), quant).unwrap().forward(&xs).unwrap())
+            .collect();
+        separate[2] = (&separate[2] * 0.5).unwrap();
+        let want = Tensor::cat(&separate, 2).unwrap();
+        let got = fused.forward(&xs).unwrap();
+        assert_eq!(got.dims(), &[2, 3, 640]);
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff < 1e-4, "{quant}: fused output differs from the parts' by {diff}");
+    }
 }
 
 #[derive(Parser, Debug)]

@@ -1,8 +1,9 @@
 //! Dense linear layers with a CPU fast path for few input rows (decoder steps): one pass over the weight computes
-//! every row's dot products, where candle's `x · Wᵀ` through `gemm` pads its register tiles along the rows.
+//! every row's dot products, where candle's `x · Wᵀ` through `gemm` pads its register tiles along the rows. Also
+//! layers that read the same input loaded as one matmul ([`fused_linear`]).
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
-use candle_nn::Linear;
+use candle_nn::{Linear, VarBuilder};
 use rayon::prelude::*;
 
 /// Inputs of up to this many rows take the fast path; above it `gemm`'s tiles are full enough.
@@ -35,6 +36,67 @@ impl Module for DenseLinear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         forward(&self.inner, xs)
     }
+}
+
+/// One of the linear layers that [`fused_linear`] loads as one.
+#[derive(Clone)]
+pub struct Part<'a> {
+    /// Output width of the layer.
+    pub out_dim: usize,
+    /// Where its `weight` (and `bias`) are, by their Hub names.
+    pub vb: VarBuilder<'a>,
+    /// A constant factor that follows the layer in the model (the attention scale of the queries, a tanh gate),
+    /// multiplied into its weight and bias as they load, so that no pass over the outputs applies it.
+    pub scale: Option<f64>,
+}
+
+impl<'a> Part<'a> {
+    pub fn new(out_dim: usize, vb: VarBuilder<'a>) -> Part<'a> {
+        Part { out_dim, vb, scale: None }
+    }
+
+    pub fn scaled(self, factor: f64) -> Part<'a> {
+        Part { scale: Some(factor), ..self }
+    }
+
+    /// The layer's weight `(out_dim, in_dim)`, scaled, read through `vb` (in its dtype, on `device`).
+    pub fn weight(&self, in_dim: usize, vb: &VarBuilder) -> Result<Tensor> {
+        let weight = vb.get_with_hints_dtype(
+            (self.out_dim, in_dim),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+            vb.dtype(),
+        )?;
+        self.apply_scale(weight)
+    }
+
+    /// The layer's bias `(out_dim)`, scaled.
+    pub fn bias(&self) -> Result<Tensor> {
+        self.apply_scale(self.vb.get(self.out_dim, "bias")?)
+    }
+
+    fn apply_scale(&self, t: Tensor) -> Result<Tensor> {
+        match self.scale {
+            Some(factor) => t * factor,
+            None => Ok(t),
+        }
+    }
+}
+
+/// Several linear layers over the same input as one (`q_proj`, `k_proj`, `v_proj`): the parts' weights [and
+/// biases] concatenated along the output dimension, so that one matmul gives their outputs side by side.
+pub fn fused_linear(in_dim: usize, parts: &[Part], bias: bool) -> Result<Linear> {
+    let weights = parts.iter().map(|part| part.weight(in_dim, &part.vb)).collect::<Result<Vec<_>>>()?;
+    let bias = if bias { Some(concat_rows(parts.iter().map(Part::bias).collect::<Result<_>>()?)?) } else { None };
+    Ok(Linear::new(concat_rows(weights)?, bias))
+}
+
+/// The tensors stacked along dim 0 (a single one is returned as it is).
+pub fn concat_rows(mut parts: Vec<Tensor>) -> Result<Tensor> {
+    if parts.len() == 1 {
+        return Ok(parts.pop().expect("one part"));
+    }
+    Tensor::cat(&parts, 0)
 }
 
 /// `linear.forward(xs)` with the few-rows path where it applies (f32 input and weight on the CPU, at most

@@ -1,5 +1,6 @@
 //! Model ports and what they share: where weights come from (`hub`), and the decoding loop (`generate`).
 
+pub mod attention;
 pub mod chat_template;
 pub mod generate;
 pub mod hub;

@@ -10,6 +10,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+use crate::models::linear::{concat_rows, fused_linear, Part};
+
 /// Weight format of linear layers after loading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum Quant {
@@ -118,29 +120,42 @@ impl QLinear {
         vb: VarBuilder,
         quant: Quant,
     ) -> candle_core::Result<QLinear> {
-        let Some(ggml_dtype) = quant.ggml_dtype() else {
-            return Ok(QLinear::Dense(candle_nn::linear_b(in_dim, out_dim, bias, vb)?));
+        QLinear::load_fused(in_dim, &[Part::new(out_dim, vb)], bias, quant)
+    }
+
+    /// Loads several layers that read the same input as one: their weights `(out_i, in)` [and biases], each by
+    /// its Hub name through its own `vb` and multiplied by its `scale`, concatenated along the output dimension,
+    /// then quantized as one weight by the rules of [`QLinear::load`]. The output is the parts' outputs side by
+    /// side (`q | k | v`), so one matmul does the work of several. Quantized blocks never straddle a row, so
+    /// quantizing the concatenation gives the parts' own blocks.
+    pub fn load_fused(in_dim: usize, parts: &[Part], bias: bool, quant: Quant) -> candle_core::Result<QLinear> {
+        let Some(first) = parts.first().map(|part| &part.vb) else {
+            candle_core::bail!("a fused linear layer needs at least one part");
         };
-        if !quant.applies_to(in_dim) {
+        let out_dim: usize = parts.iter().map(|part| part.out_dim).sum();
+        let device = first.device().clone();
+        let out_dtype = first.dtype();
+        let ggml_dtype = quant.ggml_dtype().filter(|_| quant.applies_to(in_dim));
+        if let (Some(block), None) = (quant.block_size(), ggml_dtype) {
             tracing::debug!(
-                layer = %vb.prefix(),
+                layer = %first.prefix(),
                 in_dim,
                 out_dim,
-                block = ggml_dtype.block_size(),
+                block,
                 "input dim is not a multiple of the {quant} block size: keeping the weight dense"
             );
-            return Ok(QLinear::Dense(candle_nn::linear_b(in_dim, out_dim, bias, vb)?));
         }
-        let device = vb.device().clone();
-        let out_dtype = vb.dtype();
-        let weight = vb.clone().set_device(Device::Cpu).get_with_hints_dtype(
-            (out_dim, in_dim),
-            "weight",
-            candle_nn::init::DEFAULT_KAIMING_NORMAL,
-            vb.dtype(),
-        )?;
-        let weight = quantize_weight(weight, ggml_dtype, &device)?;
-        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        let Some(ggml_dtype) = ggml_dtype else {
+            return Ok(QLinear::Dense(fused_linear(in_dim, parts, bias)?));
+        };
+        // Read on the CPU: only the blocks go to the device.
+        let weights = parts
+            .iter()
+            .map(|part| part.weight(in_dim, &part.vb.clone().set_device(Device::Cpu)))
+            .collect::<Result<_, _>>()?;
+        let weight = quantize_weight(concat_rows(weights)?, ggml_dtype, &device)?;
+        let bias =
+            if bias { Some(concat_rows(parts.iter().map(Part::bias).collect::<Result<_, _>>()?)?) } else { None };
         Ok(QLinear::Quantized { weight, bias, out_dtype })
     }
 

@@ -9,7 +9,8 @@ use candle_nn::{embedding, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
 use super::config::LlamaConfig;
 use crate::models::generate::{DecodeSession, JoinSession};
 use crate::models::mllama::text::{
-    causal_padding_mask, padded_positions, rope_inverse_frequencies, KvCache, Mlp, Rope, SelfAttention,
+    causal_padding_mask, padded_positions, rope_inverse_frequencies, self_mask_needed, KvCache, Mlp, Rope,
+    SelfAttention,
 };
 use crate::models::quant::Quant;
 
@@ -108,10 +109,14 @@ impl LlamaModel {
         let len = x.dim(1)?;
         let past = session.len;
         let rope = Rope::new(&self.inv_freq, &padded_positions(&session.pads, past, len), &self.device, self.dtype)?;
-        let mask = causal_padding_mask(&session.pads, past, len, &self.device, self.dtype)?;
+        let mask = if self_mask_needed(&session.pads, len) {
+            Some(causal_padding_mask(&session.pads, past, len, &self.device, self.dtype)?)
+        } else {
+            None
+        };
         let mut x = x;
         for (layer, kv) in self.layers.iter().zip(session.kv.iter_mut()) {
-            let h = layer.self_attn.forward(&layer.input_layernorm.forward(&x)?, &rope, &mask, kv)?;
+            let h = layer.self_attn.forward(&layer.input_layernorm.forward(&x)?, &rope, mask.as_ref(), kv)?;
             x = (x + h)?;
             x = (&x + layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?)?;
         }

@@ -7,7 +7,8 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 
 use super::config::ClipVisionConfig;
-use crate::models::mllama::vision::softmax_f32;
+use crate::models::attention::attend;
+use crate::models::linear::{fused_linear, Part};
 
 /// `ACT2FN[hidden_act]` for the activations CLIP checkpoints use.
 #[derive(Debug, Clone, Copy)]
@@ -29,9 +30,8 @@ impl Activation {
 
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj`, `v_proj` as one matmul: `q | k | v` along the output.
+    qkv_proj: Linear,
     out_proj: Linear,
     heads: usize,
     head_dim: usize,
@@ -40,10 +40,9 @@ struct Attention {
 impl Attention {
     fn new(cfg: &ClipVisionConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
+        let parts = [Part::new(h, vb.pp("q_proj")), Part::new(h, vb.pp("k_proj")), Part::new(h, vb.pp("v_proj"))];
         Ok(Attention {
-            q_proj: linear(h, h, vb.pp("q_proj"))?,
-            k_proj: linear(h, h, vb.pp("k_proj"))?,
-            v_proj: linear(h, h, vb.pp("v_proj"))?,
+            qkv_proj: fused_linear(h, &parts, true)?,
             out_proj: linear(h, h, vb.pp("out_proj"))?,
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
@@ -53,12 +52,13 @@ impl Attention {
     /// `CLIPAttention.forward`: queries scaled by `head_dim ** -0.5` before the product, no mask.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (batch, seq, hidden) = x.dims3()?;
-        let split = |t: Tensor| t.reshape((batch, seq, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous();
-        let q = split((self.q_proj.forward(x)? * (self.head_dim as f64).powf(-0.5))?)?;
-        let k = split(self.k_proj.forward(x)?)?;
-        let v = split(self.v_proj.forward(x)?)?;
-        let weights = softmax_f32(&q.matmul(&k.t()?)?)?;
-        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, hidden))?;
+        // (q | k | v, batch, heads, seq, head_dim)
+        let qkv =
+            self.qkv_proj.forward(x)?.reshape((batch, seq, 3, self.heads, self.head_dim))?.permute((2, 0, 3, 1, 4))?;
+        // The scaling writes q contiguous, as the products want it.
+        let q = (qkv.get(0)? * (self.head_dim as f64).powf(-0.5))?;
+        let (k, v) = (qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+        let out = attend(&q, &k, &v, None)?.transpose(1, 2)?.reshape((batch, seq, hidden))?;
         self.out_proj.forward(&out)
     }
 }

@@ -19,9 +19,10 @@ pub use processor::{MllamaImageProcessor, MllamaImageProcessorConfig, ProcessedI
 pub use text::{ImageContext, TextModel, TextSession};
 pub use vision::{VisionInput, VisionModel};
 
-/// Bytes of f32 attention scores the vision encoder may hold at once: its attention spans all tiles of an image
-/// (`heads x (tiles * 1608)^2` scores, 2.6 GB per 4-tile image at 560 px), so large batches are encoded a few
-/// images at a time.
+/// Bytes of attention scores the vision encoder may hold at once: its attention spans all tiles of an image
+/// (`heads x (tiles * 1608)^2` scores, 1.3 GB in bf16 per 4-tile image at 560 px, and as much again for their
+/// softmax), so large batches are encoded a few images at a time. A score counts 4 bytes: the bf16/f16 scores and
+/// their softmax (f32 runs, on small models, hold twice that).
 pub const VISION_SCORES_BUDGET: usize = 6 << 30;
 
 #[derive(Debug, Clone)]

@@ -3,14 +3,15 @@
 //! `cross_attention_layers`, tanh-gated cross-attention to the image features. A `TextSession` holds the KV caches
 //! of a batch of rows; cross-attention keys/values are computed once per image and kept at the key/value heads' size.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{embedding, linear_no_bias, Embedding, Linear, RmsNorm, VarBuilder};
 
+use crate::models::attention::{dtype_min, grouped_attention, softmax_last_dim};
+use crate::models::linear::Part;
 use crate::models::profile;
 use crate::models::quant::{QLinear, Quant};
 
 use super::config::{RopeScaling, TextConfig};
-use super::vision::{dtype_min, softmax_f32};
 use crate::models::generate::{DecodeSession, JoinSession};
 
 fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
@@ -20,9 +21,10 @@ fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
 /// Llama's gated MLP: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub(crate) struct Mlp {
-    gate_proj: QLinear,
-    up_proj: QLinear,
+    /// `gate_proj` and `up_proj` as one matmul: `gate | up` along the output.
+    gate_up_proj: QLinear,
     down_proj: QLinear,
+    intermediate: usize,
 }
 
 impl Mlp {
@@ -31,38 +33,42 @@ impl Mlp {
     }
 
     pub(crate) fn with_dims(h: usize, i: usize, bias: bool, vb: VarBuilder, quant: Quant) -> Result<Self> {
+        Self::with_output_scale(h, i, bias, vb, quant, None)
+    }
+
+    /// The MLP with its output multiplied by `scale` (folded into `down_proj`).
+    fn with_output_scale(
+        h: usize,
+        i: usize,
+        bias: bool,
+        vb: VarBuilder,
+        quant: Quant,
+        scale: Option<f64>,
+    ) -> Result<Self> {
+        let parts = [Part::new(i, vb.pp("gate_proj")), Part::new(i, vb.pp("up_proj"))];
+        let down = Part { scale, ..Part::new(h, vb.pp("down_proj")) };
         Ok(Mlp {
-            gate_proj: QLinear::load(h, i, bias, vb.pp("gate_proj"), quant)?,
-            up_proj: QLinear::load(h, i, bias, vb.pp("up_proj"), quant)?,
-            down_proj: QLinear::load(i, h, bias, vb.pp("down_proj"), quant)?,
+            gate_up_proj: QLinear::load_fused(h, &parts, bias, quant)?,
+            down_proj: QLinear::load_fused(i, &[down], bias, quant)?,
+            intermediate: i,
         })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.down_proj.forward(&(self.gate_proj.forward(x)?.silu()? * self.up_proj.forward(x)?)?)
+        // Elementwise ops take the two halves as strided views: no copies.
+        let gate_up = self.gate_up_proj.forward(x)?;
+        let gate = gate_up.narrow(D::Minus1, 0, self.intermediate)?;
+        let up = gate_up.narrow(D::Minus1, self.intermediate, self.intermediate)?;
+        self.down_proj.forward(&(gate.silu()? * up)?)
     }
-}
-
-/// Attention with `heads` query heads sharing `kv_heads` key/value heads, computed without repeating keys
-/// and values: the query heads of one group are folded into the query length.
-pub(crate) fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, kv_heads: usize) -> Result<Tensor> {
-    let (rows, heads, len, head_dim) = q.dims4()?;
-    let groups = heads / kv_heads;
-    let keys = k.dim(2)?;
-    let q = q.reshape((rows, kv_heads, groups * len, head_dim))?;
-    let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
-    // mask: (rows, 1, len, keys) -> broadcast over (rows, kv_heads, groups, len, keys)
-    let scores = scores.reshape((rows, kv_heads, groups, len, keys))?.broadcast_add(&mask.unsqueeze(2)?)?;
-    let weights = softmax_f32(&scores)?.reshape((rows, kv_heads, groups * len, keys))?;
-    weights.matmul(v)?.reshape((rows, heads, len, head_dim))
 }
 
 /// Llama self-attention with rotary embeddings and grouped-query heads; the KV cache is passed in.
 #[derive(Debug, Clone)]
 pub(crate) struct SelfAttention {
-    q_proj: QLinear,
-    k_proj: QLinear,
-    v_proj: QLinear,
+    /// `q_proj`, `k_proj`, `v_proj` as one matmul: `q | k | v` along the output, with the queries scaled by
+    /// `1/sqrt(head_dim)` (which commutes with the rotary embedding) for the attention product.
+    qkv_proj: QLinear,
     o_proj: QLinear,
     heads: usize,
     kv_heads: usize,
@@ -86,10 +92,13 @@ impl SelfAttention {
         quant: Quant,
     ) -> Result<Self> {
         let (q, kv) = (heads * head_dim, kv_heads * head_dim);
+        let parts = [
+            Part::new(q, vb.pp("q_proj")).scaled((head_dim as f64).powf(-0.5)),
+            Part::new(kv, vb.pp("k_proj")),
+            Part::new(kv, vb.pp("v_proj")),
+        ];
         Ok(SelfAttention {
-            q_proj: QLinear::load(h, q, bias, vb.pp("q_proj"), quant)?,
-            k_proj: QLinear::load(h, kv, bias, vb.pp("k_proj"), quant)?,
-            v_proj: QLinear::load(h, kv, bias, vb.pp("v_proj"), quant)?,
+            qkv_proj: QLinear::load_fused(h, &parts, bias, quant)?,
             o_proj: QLinear::load(q, h, bias, vb.pp("o_proj"), quant)?,
             heads,
             kv_heads,
@@ -97,23 +106,32 @@ impl SelfAttention {
         })
     }
 
+    /// `mask`: the additive `(rows, 1, len, keys)` mask, `None` where it would be all zeros (a decode step of
+    /// rows without left padding).
+    ///
+    /// For one position of one row (a batch-1 decode step) every head split below is a view, so with dense weights
+    /// the attention runs 8 kernels: the fused projection, one rotary pass over q and k, two cache writes, the two
+    /// attention products and their softmax, and `o_proj`.
     pub(crate) fn forward(
         &self,
         x: &Tensor,
         rope: &Rope,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         cache: &mut Option<KvCache>,
     ) -> Result<Tensor> {
         let (rows, len, _) = x.dims3()?;
-        let split = |t: Tensor, heads| t.reshape((rows, len, heads, self.head_dim))?.transpose(1, 2)?.contiguous();
-        let q = split(self.q_proj.forward(x)?, self.heads)?;
-        let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
-        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
-        let q = candle_nn::rotary_emb::rope(&q, &rope.cos, &rope.sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &rope.cos, &rope.sin)?;
+        let (heads, kv_heads, head_dim) = (self.heads, self.kv_heads, self.head_dim);
+        // (rows, q heads | k heads | v heads, len, head_dim)
+        let qkv = self.qkv_proj.forward(x)?.reshape((rows, len, heads + 2 * kv_heads, head_dim))?.transpose(1, 2)?;
+        // One rotary pass over q and k: the angles are the same for every head.
+        let qk = qkv.narrow(1, 0, heads + kv_heads)?.contiguous()?;
+        let qk = candle_nn::rotary_emb::rope(&qk, &rope.cos, &rope.sin)?;
+        let q = qk.narrow(1, 0, heads)?;
+        let k = qk.narrow(1, heads, kv_heads)?.contiguous()?;
+        let v = qkv.narrow(1, heads + kv_heads, kv_heads)?.contiguous()?;
         let (k, v) = KvCache::append(cache, &k, &v)?;
-        let out = grouped_attention(&q, &k, &v, mask, self.kv_heads)?;
-        self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, self.heads * self.head_dim))?)
+        let out = grouped_attention(&q, &k, &v, mask, kv_heads)?;
+        self.o_proj.forward(&out.transpose(1, 2)?.reshape((rows, len, heads * head_dim))?)
     }
 }
 
@@ -191,10 +209,12 @@ impl KvCache {
 #[derive(Debug, Clone)]
 struct CrossAttention {
     q_proj: QLinear,
-    k_proj: QLinear,
-    v_proj: QLinear,
+    /// `k_proj` and `v_proj` as one matmul: `k | v` along the output.
+    kv_proj: QLinear,
+    /// Multiplied by the layer's `tanh(cross_attn_attn_gate)`.
     o_proj: QLinear,
-    q_norm: RmsNorm,
+    /// `q_norm` with its weight multiplied by `1/sqrt(head_dim)`: the queries come out scaled for the product.
+    q_norm_scaled: RmsNorm,
     k_norm: RmsNorm,
     heads: usize,
     kv_heads: usize,
@@ -202,15 +222,21 @@ struct CrossAttention {
 }
 
 impl CrossAttention {
-    fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant) -> Result<Self> {
+    /// `gate`: `tanh(cross_attn_attn_gate)`, which multiplies the output.
+    fn new(cfg: &TextConfig, vb: VarBuilder, quant: Quant, gate: f64) -> Result<Self> {
         let head_dim = cfg.hidden_size / cfg.num_attention_heads;
         let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim);
+        let q_norm_weight = vb.pp("q_norm").get(head_dim, "weight")?;
         Ok(CrossAttention {
             q_proj: QLinear::load(h, q, false, vb.pp("q_proj"), quant)?,
-            k_proj: QLinear::load(h, kv, false, vb.pp("k_proj"), quant)?,
-            v_proj: QLinear::load(h, kv, false, vb.pp("v_proj"), quant)?,
-            o_proj: QLinear::load(q, h, false, vb.pp("o_proj"), quant)?,
-            q_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("q_norm"))?,
+            kv_proj: QLinear::load_fused(
+                h,
+                &[Part::new(kv, vb.pp("k_proj")), Part::new(kv, vb.pp("v_proj"))],
+                false,
+                quant,
+            )?,
+            o_proj: QLinear::load_fused(q, &[Part::new(h, vb.pp("o_proj")).scaled(gate)], false, quant)?,
+            q_norm_scaled: RmsNorm::new((q_norm_weight * (head_dim as f64).powf(-0.5))?, cfg.rms_norm_eps),
             k_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("k_norm"))?,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
@@ -221,9 +247,10 @@ impl CrossAttention {
     /// Keys (after `k_norm`) and values of image features `(rows, vision_tokens, hidden)`, at kv-head size.
     fn keys_values(&self, states: &Tensor) -> Result<(Tensor, Tensor)> {
         let (rows, tokens, _) = states.dims3()?;
-        let split = |t: Tensor| t.reshape((rows, tokens, self.kv_heads, self.head_dim))?.transpose(1, 2)?.contiguous();
-        let k = self.k_norm.forward(&split(self.k_proj.forward(states)?)?)?;
-        let v = split(self.v_proj.forward(states)?)?;
+        let kv_heads = self.kv_heads;
+        let kv = self.kv_proj.forward(states)?.reshape((rows, tokens, 2 * kv_heads, self.head_dim))?.transpose(1, 2)?;
+        let k = self.k_norm.forward(&kv.narrow(1, 0, kv_heads)?.contiguous()?)?;
+        let v = kv.narrow(1, kv_heads, kv_heads)?.contiguous()?;
         Ok((k, v))
     }
 
@@ -233,28 +260,28 @@ impl CrossAttention {
         let (rows, len, hidden) = x.dims3()?;
         let q =
             self.q_proj.forward(x)?.reshape((rows, len, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()?;
-        let q = self.q_norm.forward(&q)?;
+        let q = self.q_norm_scaled.forward(&q)?;
         let out = match &routing.slots {
-            None => grouped_attention(&q, &kv.0, &kv.1, mask, self.kv_heads)?,
+            None => grouped_attention(&q, &kv.0, &kv.1, Some(mask), self.kv_heads)?,
             Some(slots) => {
                 // Rows gathered into `per_image` slots per image, folded into the query length of their image's
                 // keys: each image's keys and values are read once for all its rows.
                 let (images, per_image) = (kv.0.dim(0)?, slots.per_image);
                 let groups = self.heads / self.kv_heads;
-                let q = q.index_select(&slots.gather, 0)?;
                 let q = q
+                    .index_select(&slots.gather, 0)?
                     .reshape((images, per_image, self.kv_heads, groups * len * self.head_dim))?
                     .transpose(1, 2)?
                     .contiguous()?
                     .reshape((images, self.kv_heads, per_image * groups * len, self.head_dim))?;
                 let keys = kv.0.dim(2)?;
-                let scores = (q.matmul(&kv.0.t()?)? / (self.head_dim as f64).sqrt())?;
                 // mask: (images * per_image, 1, len, keys), the same for every head of a slot
-                let scores = scores
+                let scores = q
+                    .matmul(&kv.0.t()?)?
                     .reshape((images, self.kv_heads, per_image, groups, len, keys))?
-                    .broadcast_add(&mask.reshape((images, 1, per_image, 1, len, keys))?)?;
-                let weights = softmax_f32(&scores)?.reshape((images, self.kv_heads, per_image * groups * len, keys))?;
-                weights
+                    .broadcast_add(&mask.reshape((images, 1, per_image, 1, len, keys))?)?
+                    .reshape((images, self.kv_heads, per_image * groups * len, keys))?;
+                softmax_last_dim(&scores)?
                     .matmul(&kv.1)?
                     .reshape((images, self.kv_heads, per_image, groups * len * self.head_dim))?
                     .transpose(1, 2)?
@@ -275,15 +302,19 @@ enum Layer {
         input_layernorm: RmsNorm,
         post_attention_layernorm: RmsNorm,
     },
+    /// The tanh gates of the attention and the MLP are folded into their output projections.
     CrossAttention {
         attn: CrossAttention,
         mlp: Mlp,
         input_layernorm: RmsNorm,
         post_attention_layernorm: RmsNorm,
-        /// `tanh(cross_attn_attn_gate)`, `tanh(cross_attn_mlp_gate)`.
-        attn_gate: Tensor,
-        mlp_gate: Tensor,
     },
+}
+
+/// `tanh` of a gate parameter `(1,)`, computed in the model dtype as transformers does.
+fn tanh_gate(vb: &VarBuilder, name: &str) -> Result<f64> {
+    let gate = vb.get(1, name)?.tanh()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(f64::from(gate[0]))
 }
 
 /// Rotary cosines and sines for the rows' positions, `(rows, len, head_dim / 2)`.
@@ -339,20 +370,21 @@ impl TextModel {
                 let vb = model.pp("layers").pp(i);
                 let input_layernorm = rms_norm(h, cfg.rms_norm_eps, vb.pp("input_layernorm"))?;
                 let post_attention_layernorm = rms_norm(h, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?;
-                let mlp = Mlp::new(cfg, vb.pp("mlp"), quant)?;
                 Ok(if cfg.cross_attention_layers.contains(&i) {
+                    let (attn_gate, mlp_gate) =
+                        (tanh_gate(&vb, "cross_attn_attn_gate")?, tanh_gate(&vb, "cross_attn_mlp_gate")?);
+                    let mlp =
+                        Mlp::with_output_scale(h, cfg.intermediate_size, false, vb.pp("mlp"), quant, Some(mlp_gate))?;
                     Layer::CrossAttention {
-                        attn: CrossAttention::new(cfg, vb.pp("cross_attn"), quant)?,
+                        attn: CrossAttention::new(cfg, vb.pp("cross_attn"), quant, attn_gate)?,
                         mlp,
                         input_layernorm,
                         post_attention_layernorm,
-                        attn_gate: vb.get(1, "cross_attn_attn_gate")?.tanh()?,
-                        mlp_gate: vb.get(1, "cross_attn_mlp_gate")?.tanh()?,
                     }
                 } else {
                     Layer::SelfAttention {
                         attn: SelfAttention::new(cfg, vb.pp("self_attn"), quant)?,
-                        mlp,
+                        mlp: Mlp::new(cfg, vb.pp("mlp"), quant)?,
                         input_layernorm,
                         post_attention_layernorm,
                     }
@@ -447,7 +479,11 @@ impl TextModel {
 
         let positions = padded_positions(pads, past, len);
         let rope = Rope::new(&self.inv_freq, &positions, &self.device, self.dtype)?;
-        let self_mask = causal_padding_mask(pads, past, len, &self.device, self.dtype)?;
+        let self_mask = if self_mask_needed(pads, len) {
+            Some(causal_padding_mask(pads, past, len, &self.device, self.dtype)?)
+        } else {
+            None
+        };
         // A generated token sees what the last prompt token sees, so decode steps share one mask until the
         // rows change.
         let decoding = past > 0;
@@ -479,21 +515,26 @@ impl TextModel {
             let layer_started = std::time::Instant::now();
             match layer {
                 Layer::SelfAttention { attn, mlp, input_layernorm, post_attention_layernorm } => {
-                    let h =
-                        attn.forward(&input_layernorm.forward(&x)?, &rope, &self_mask, &mut session.self_kv[index])?;
+                    let h = attn.forward(
+                        &input_layernorm.forward(&x)?,
+                        &rope,
+                        self_mask.as_ref(),
+                        &mut session.self_kv[index],
+                    )?;
                     x = (x + h)?;
                     x = (&x + mlp.forward(&post_attention_layernorm.forward(&x)?)?)?;
                 }
-                Layer::CrossAttention { attn, mlp, input_layernorm, post_attention_layernorm, attn_gate, mlp_gate } => {
+                Layer::CrossAttention { attn, mlp, input_layernorm, post_attention_layernorm } => {
                     // Skipped when the batch has no image (transformers skips it for text-only inputs).
                     let (Some(kv), Some((mask, row_visible, routing))) = (&session.cross_kv[index], &cross_masks)
                     else {
                         continue;
                     };
+                    // Both outputs come multiplied by their tanh gates.
                     let h = attn.forward(&input_layernorm.forward(&x)?, kv, mask, routing)?;
-                    x = (&x + h.broadcast_mul(attn_gate)?)?;
+                    x = (&x + h)?;
                     let h = mlp.forward(&post_attention_layernorm.forward(&x)?)?.broadcast_mul(row_visible)?;
-                    x = (&x + h.broadcast_mul(mlp_gate)?)?;
+                    x = (&x + h)?;
                 }
             }
             if profile::enabled() {
@@ -744,6 +785,11 @@ impl JoinSession for TextSession<'_> {
 /// (`prepare_inputs_for_generation`).
 pub(crate) fn padded_positions(pads: &[usize], past: usize, len: usize) -> Vec<Vec<u32>> {
     pads.iter().map(|&pad| (past..past + len).map(|j| if j < pad { 1 } else { (j - pad) as u32 }).collect()).collect()
+}
+
+/// Whether [`causal_padding_mask`] masks anything: not for one new position per row and no left padding.
+pub(crate) fn self_mask_needed(pads: &[usize], len: usize) -> bool {
+    len > 1 || pads.iter().any(|&pad| pad > 0)
 }
 
 /// Additive mask `(rows, 1, len, past + len)`: causal, and left padding masked with the dtype's minimum

@@ -1,11 +1,15 @@
 //! The Mllama vision encoder (transformers 4.46.3 `MllamaVisionModel`): patch embedding of each 560 px tile,
 //! gated pre-/post-tile and positional embeddings, a local transformer whose chosen intermediate states are
 //! concatenated to the output of a gated global transformer, and the projector into the text model's width.
+//! The transformers run over each image's positions reordered real-first ([`RealFirst`]), which turns the
+//! aspect-ratio attention mask into two unmasked attentions.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::config::VisionConfig;
+use crate::models::attention::attend;
+use crate::models::linear::{fused_linear, Part};
 
 /// Pixels of a batch of images after `MllamaImageProcessor`: `(images, max_num_tiles, 3, tile, tile)`, the
 /// aspect-ratio id of each image, and which of its tiles are real.
@@ -18,9 +22,8 @@ pub struct VisionInput {
 
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj`, `v_proj` as one matmul: `q | k | v` along the output.
+    qkv_proj: Linear,
     o_proj: Linear,
     heads: usize,
     head_dim: usize,
@@ -29,32 +32,61 @@ struct Attention {
 impl Attention {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
+        let parts = [Part::new(h, vb.pp("q_proj")), Part::new(h, vb.pp("k_proj")), Part::new(h, vb.pp("v_proj"))];
         Ok(Attention {
-            q_proj: linear_no_bias(h, h, vb.pp("q_proj"))?,
-            k_proj: linear_no_bias(h, h, vb.pp("k_proj"))?,
-            v_proj: linear_no_bias(h, h, vb.pp("v_proj"))?,
+            qkv_proj: fused_linear(h, &parts, false)?,
             o_proj: linear_no_bias(h, h, vb.pp("o_proj"))?,
             heads: cfg.attention_heads,
             head_dim: h / cfg.attention_heads,
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// `x`: `(images, seq, hidden)` in [`RealFirst`] order, whose image `i` has `real[i]` real positions.
+    fn forward(&self, x: &Tensor, real: &[usize]) -> Result<Tensor> {
         let (batch, seq, hidden) = x.dims3()?;
-        let split = |t: Tensor| t.reshape((batch, seq, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous();
-        let q = split(self.q_proj.forward(x)?)?;
-        let k = split(self.k_proj.forward(x)?)?;
-        let v = split(self.v_proj.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?.broadcast_add(mask)?;
-        let weights = softmax_f32(&scores)?;
-        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, hidden))?;
+        // (q | k | v, images, heads, seq, head_dim)
+        let qkv =
+            self.qkv_proj.forward(x)?.reshape((batch, seq, 3, self.heads, self.head_dim))?.permute((2, 0, 3, 1, 4))?;
+        // The scaling writes q contiguous, as the products want it.
+        let q = (qkv.get(0)? * (self.head_dim as f64).powf(-0.5))?;
+        let (k, v) = (qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+        let out = real_first_attention(&q, &k, &v, real)?.transpose(1, 2)?.reshape((batch, seq, hidden))?;
         self.o_proj.forward(&out)
     }
 }
 
-/// `softmax(x, dim=-1, dtype=torch.float32).to(x.dtype)`.
-pub(crate) fn softmax_f32(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
+/// Attention under `_prepare_aspect_ratio_attention_mask` for images whose positions are in [`RealFirst`] order:
+/// `q`, `k`, `v` `(images, heads, seq, head_dim)` (q pre-scaled), the first `real[i]` positions of image `i`
+/// real. The mask adds `min` to a score only when both the query and the key are masked positions, so a real
+/// query sees every key unmasked and a masked query sees the real keys only (a masked key's `min` gives it a
+/// weight of exactly 0): two unmasked attentions. With no real position (the `padding == 0` quirk masks them
+/// all) every score is `min` and the weights are uniform (exactly so in f32 and bf16, whose scores round to `min`).
+/// Images with equal `real` go through together.
+fn real_first_attention(q: &Tensor, k: &Tensor, v: &Tensor, real: &[usize]) -> Result<Tensor> {
+    let seq = q.dim(2)?;
+    let mut outs = Vec::new();
+    let mut first = 0;
+    while first < real.len() {
+        let n = real[first];
+        let count = real[first..].iter().take_while(|&&r| r == n).count();
+        let (q, k, v) = (q.narrow(0, first, count)?, k.narrow(0, first, count)?, v.narrow(0, first, count)?);
+        outs.push(if n == 0 {
+            v.mean_keepdim(2)?.broadcast_as(q.shape())?.contiguous()?
+        } else {
+            let real_queries = attend(&q.narrow(2, 0, n)?, &k, &v, None)?;
+            if n == seq {
+                real_queries
+            } else {
+                let masked_queries = attend(&q.narrow(2, n, seq - n)?, &k.narrow(2, 0, n)?, &v.narrow(2, 0, n)?, None)?;
+                Tensor::cat(&[&real_queries, &masked_queries], 2)?
+            }
+        });
+        first += count;
+    }
+    if outs.len() == 1 {
+        return Ok(outs.pop().expect("one group"));
+    }
+    Tensor::cat(&outs, 0)
 }
 
 #[derive(Debug, Clone)]
@@ -82,8 +114,9 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let mut attn = self.self_attn.forward(&self.input_layernorm.forward(x)?, mask)?;
+    /// `x` in [`RealFirst`] order, `real` its real positions per image.
+    fn forward(&self, x: &Tensor, real: &[usize]) -> Result<Tensor> {
+        let mut attn = self.self_attn.forward(&self.input_layernorm.forward(x)?, real)?;
         if let Some((gate, _)) = &self.gates {
             attn = attn.broadcast_mul(gate)?;
         }
@@ -233,77 +266,213 @@ impl VisionModel {
         let padding = (8 - patches_with_class % 8) % 8;
         let padded = patches_with_class + padding;
         let x = if padding > 0 { x.pad_with_zeros(2, 0, padding)? } else { x };
-        let mask = aspect_ratio_attention_mask(&input.aspect_ratio_mask, tiles, padded, padding, device, dtype)?;
-        let mut x = x.reshape((images, tiles * padded, h))?;
+        let seq = tiles * padded;
+        let order = RealFirst::new(&input.aspect_ratio_mask, tiles, padded, padding, patches_with_class, device)?;
+        let mut x = order.reorder(&x.reshape((images, seq, h))?)?;
         let embedded = crate::models::profile::lap(device, started);
 
-        // Local transformer, keeping the input of every layer and the final output (`output_hidden_states`).
-        let mut states = Vec::with_capacity(self.transformer.len() + 1);
-        for layer in &self.transformer {
-            states.push(x.clone());
-            x = layer.forward(&x, &mask)?;
+        // Local transformer, keeping the hidden states that the output takes (`output_hidden_states`: the input
+        // of layer `i`, or the final output for `i == layers`).
+        let keep = &cfg.intermediate_layers_indices;
+        let mut kept: Vec<Option<Tensor>> = vec![None; self.transformer.len() + 1];
+        for (i, layer) in self.transformer.iter().enumerate() {
+            if keep.contains(&i) {
+                kept[i] = Some(x.clone());
+            }
+            x = layer.forward(&x, &order.real)?;
         }
-        states.push(x.clone());
+        if keep.contains(&self.transformer.len()) {
+            kept[self.transformer.len()] = Some(x.clone());
+        }
 
-        let x = self.layernorm_post.forward(&x)?.reshape((images, tiles, padded, h))?;
+        let x = self.layernorm_post.forward(&order.restore(&x)?)?.reshape((images, tiles, padded, h))?;
         let x = self.post_tile_positional_embedding.forward(&x, &ids)?;
-        let mut x = x.reshape((images, tiles * padded, h))?;
+        let mut x = order.reorder(&x.reshape((images, seq, h))?)?;
         for layer in &self.global_transformer {
-            x = layer.forward(&x, &mask)?;
+            x = layer.forward(&x, &order.real)?;
         }
-        let x = x.reshape((images, tiles, padded, h))?.narrow(2, 0, patches_with_class)?;
 
+        // torch.stack(states, -1)[..., indices] then reshape: features interleave as (hidden, layer).
+        let chosen = keep
+            .iter()
+            .map(|&i| kept.get(i).cloned().flatten())
+            .collect::<Option<Vec<Tensor>>>()
+            .ok_or_else(|| candle_core::Error::Msg(format!("intermediate layer indices {keep:?} out of range")))?;
+        let intermediate = Tensor::stack(&chosen, D::Minus1)?.reshape((images, seq, h * chosen.len()))?;
+        let features = Tensor::cat(&[&x, &intermediate], D::Minus1)?;
+        let out = order.output(&features)?.reshape((images, tiles, patches_with_class, ()))?;
         crate::models::profile::report(
             &format!("vision forward images={images}"),
-            &[("embeddings+mask", embedded), ("all", crate::models::profile::lap(device, started))],
+            &[("embeddings", embedded), ("all", crate::models::profile::lap(device, started))],
         );
-        // torch.stack(states, -1)[..., indices] then reshape: features interleave as (hidden, layer).
-        let chosen: Vec<&Tensor> = cfg.intermediate_layers_indices.iter().map(|&i| &states[i]).collect();
-        let intermediate = Tensor::stack(&chosen, D::Minus1)?
-            .reshape((images, tiles, padded, h * chosen.len()))?
-            .narrow(2, 0, patches_with_class)?;
-        Tensor::cat(&[&x, &intermediate], D::Minus1)?.contiguous()
+        Ok(out)
     }
 }
 
-/// `_prepare_aspect_ratio_attention_mask`: a position is "masked" when its tile is padding or it is a padding
-/// patch (with transformers' quirk that `x[:, :, -0:] = 0` masks every patch when there is no padding); the
-/// additive mask is `min` exactly where both the query and the key are masked, 0 elsewhere.
-fn aspect_ratio_attention_mask(
-    aspect_ratio_mask: &[Vec<u8>],
-    tiles: usize,
-    padded: usize,
-    padding: usize,
-    device: &Device,
-    dtype: DType,
-) -> Result<Tensor> {
-    let len = tiles * padded;
-    let images = aspect_ratio_mask.len();
-    let mut masked = Vec::with_capacity(images * len);
-    for tile_mask in aspect_ratio_mask {
-        masked.extend((0..len).map(|i| {
-            let (tile, patch) = (i / padded, i % padded);
-            let tile_real = tile_mask.get(tile).copied().unwrap_or(0) != 0;
-            let padding_patch = padding == 0 || patch >= padded - padding;
-            if !tile_real || padding_patch {
-                1f32
-            } else {
-                0.0
+/// The order the encoder's transformers run each image's `tiles * padded` positions in: the real positions first
+/// (the class token and patches of its real tiles), then the masked ones (the padding patches that make a tile's
+/// length a multiple of 8, and every position of a padding tile), each part in the natural order. Attention is
+/// equivariant under a reordering of positions, so the hidden states are the same, reordered; and with the real
+/// positions first, `_prepare_aspect_ratio_attention_mask` amounts to two unmasked attentions
+/// ([`real_first_attention`]) instead of a `(seq, seq)` mask per image.
+struct RealFirst {
+    /// Per image, how many leading positions are real.
+    real: Vec<usize>,
+    /// Row of `(images * seq, ..)` natural-order states that each reordered row takes.
+    order: Tensor,
+    /// Row of reordered states that each natural row takes (the inverse of `order`).
+    inverse: Tensor,
+    /// Row of reordered states that each output row takes: natural order, padding patches dropped
+    /// (`images * tiles * patches_with_class` rows).
+    output: Tensor,
+}
+
+impl RealFirst {
+    fn new(
+        aspect_ratio_mask: &[Vec<u8>],
+        tiles: usize,
+        padded: usize,
+        padding: usize,
+        patches_with_class: usize,
+        device: &Device,
+    ) -> Result<RealFirst> {
+        let seq = tiles * padded;
+        let mut real = Vec::with_capacity(aspect_ratio_mask.len());
+        let mut order = Vec::with_capacity(aspect_ratio_mask.len() * seq);
+        let mut inverse = vec![0u32; aspect_ratio_mask.len() * seq];
+        for (image, tile_mask) in aspect_ratio_mask.iter().enumerate() {
+            let base = image * seq;
+            let masked = |i: usize| position_masked(tile_mask, i / padded, i % padded, padded, padding);
+            let first_part = order.len();
+            order.extend((0..seq).filter(|&i| !masked(i)).map(|i| (base + i) as u32));
+            real.push(order.len() - first_part);
+            order.extend((0..seq).filter(|&i| masked(i)).map(|i| (base + i) as u32));
+        }
+        for (reordered, &natural) in order.iter().enumerate() {
+            inverse[natural as usize] = reordered as u32;
+        }
+        let output: Vec<u32> = (0..aspect_ratio_mask.len() * tiles)
+            .flat_map(|tile| (0..patches_with_class).map(move |patch| tile * padded + patch))
+            .map(|natural| inverse[natural])
+            .collect();
+        let index = |v: Vec<u32>| {
+            let len = v.len();
+            Tensor::from_vec(v, len, device)
+        };
+        Ok(RealFirst { real, order: index(order)?, inverse: index(inverse)?, output: index(output)? })
+    }
+
+    /// Natural `(images, seq, h)` states in this order.
+    fn reorder(&self, x: &Tensor) -> Result<Tensor> {
+        Self::gather(x, &self.order, x.dim(1)?)
+    }
+
+    /// Reordered `(images, seq, h)` states back in the natural order.
+    fn restore(&self, x: &Tensor) -> Result<Tensor> {
+        Self::gather(x, &self.inverse, x.dim(1)?)
+    }
+
+    /// Reordered `(images, seq, h)` states in the natural order without the padding patches:
+    /// `(images, tiles * patches_with_class, h)`.
+    fn output(&self, x: &Tensor) -> Result<Tensor> {
+        let images = x.dim(0)?;
+        Self::gather(x, &self.output, self.output.dim(0)? / images.max(1))
+    }
+
+    fn gather(x: &Tensor, rows: &Tensor, per_image: usize) -> Result<Tensor> {
+        let (images, seq, h) = x.dims3()?;
+        x.reshape((images * seq, h))?.index_select(rows, 0)?.reshape((images, per_image, h))
+    }
+}
+
+/// Whether `_prepare_aspect_ratio_attention_mask` masks a position: its tile is padding, or it is one of the
+/// `padding` patches at the end of a tile (with transformers' quirk that `x[:, :, -0:] = 0` masks every patch when
+/// there is no padding). The additive mask is `min` exactly where both the query and the key are masked.
+fn position_masked(tile_mask: &[u8], tile: usize, patch: usize, padded: usize, padding: usize) -> bool {
+    let tile_real = tile_mask.get(tile).copied().unwrap_or(0) != 0;
+    !tile_real || padding == 0 || patch >= padded - padding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::attention::dtype_min;
+    use candle_core::{DType, IndexOp};
+
+    fn values(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    /// `_prepare_aspect_ratio_attention_mask` as transformers builds it, `(images, seq, seq)` f32: the outer
+    /// product of the per-position masked flags times `finfo.min`.
+    fn dense_mask(aspect_ratio_mask: &[Vec<u8>], tiles: usize, padded: usize, padding: usize) -> Tensor {
+        let seq = tiles * padded;
+        let mut data = Vec::new();
+        for tile_mask in aspect_ratio_mask {
+            let masked = |i: usize| position_masked(tile_mask, i / padded, i % padded, padded, padding);
+            for i in 0..seq {
+                data.extend((0..seq).map(|j| if masked(i) && masked(j) { dtype_min(DType::F32) } else { 0.0 }));
             }
-        }));
+        }
+        Tensor::from_vec(data, (aspect_ratio_mask.len(), seq, seq), &Device::Cpu).unwrap()
     }
-    // The outer product of the per-position flags, built on the device: `len^2` per image is 41M values at
-    // 560 px tiles, too many to fill on the host.
-    let masked = Tensor::from_vec(masked, (images, len), device)?;
-    let both = masked.unsqueeze(2)?.broadcast_mul(&masked.unsqueeze(1)?)?;
-    (both * f64::from(dtype_min(dtype)))?.unsqueeze(1)?.to_dtype(dtype)
-}
 
-/// `torch.finfo(dtype).min`, as an f32 that converts to exactly that value.
-pub(crate) fn dtype_min(dtype: DType) -> f32 {
-    match dtype {
-        DType::F16 => -65504.0,
-        DType::BF16 => -3.3895314e38,
-        _ => f32::MIN,
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Images with padding tiles (two alike, so they share a group), a full one, and the `padding == 0` quirk:
+    /// the real-first attention, put back in the natural order, equals softmax(q·kᵀ/√d + mask)·v with the dense mask.
+    #[test]
+    fn real_first_attention_equals_attention_under_the_aspect_ratio_mask() {
+        let (heads, d, tiles) = (2, 4, 3);
+        let cases: [(Vec<Vec<u8>>, usize, usize); 2] = [
+            (vec![vec![1, 1, 0], vec![1, 1, 0], vec![1, 0, 0], vec![1, 1, 1]], 8, 3),
+            (vec![vec![1, 0, 0], vec![1, 1, 1]], 5, 0),
+        ];
+        for (case, (tile_masks, padded, padding)) in cases.iter().enumerate() {
+            let (images, seq) = (tile_masks.len(), tiles * padded);
+            let q = values(&[images, heads, seq, d], 1 + case as u64);
+            let k = values(&[images, heads, seq, d], 11 + case as u64);
+            let v = values(&[images, heads, seq, d], 21 + case as u64);
+            let mask = dense_mask(tile_masks, tiles, *padded, *padding).unsqueeze(1).unwrap();
+            let scores =
+                (q.matmul(&k.t().unwrap()).unwrap() / (d as f64).sqrt()).unwrap().broadcast_add(&mask).unwrap();
+            let want = candle_nn::ops::softmax_last_dim(&scores).unwrap().matmul(&v).unwrap();
+
+            let order = RealFirst::new(tile_masks, tiles, *padded, *padding, padded - padding, &Device::Cpu).unwrap();
+            // (images, heads, seq, d) <-> (images, seq, heads * d), the layout the order applies to.
+            let flat = |t: &Tensor| t.transpose(1, 2).unwrap().reshape((images, seq, heads * d)).unwrap();
+            let heads_of =
+                |t: Tensor| t.reshape((images, seq, heads, d)).unwrap().transpose(1, 2).unwrap().contiguous();
+            let reorder = |t: &Tensor| heads_of(order.reorder(&flat(t)).unwrap()).unwrap();
+            let scaled = (reorder(&q) * (d as f64).powf(-0.5)).unwrap();
+            let got = real_first_attention(&scaled, &reorder(&k), &reorder(&v), &order.real).unwrap();
+            let got = heads_of(order.restore(&flat(&got)).unwrap()).unwrap();
+            assert!(max_diff(&got, &want) < 1e-5, "case {case}: differs by {}", max_diff(&got, &want));
+            if *padding > 0 {
+                let real: Vec<usize> = tile_masks.iter().map(|m| m.iter().filter(|&&t| t != 0).count() * 5).collect();
+                assert_eq!(order.real, real, "a real tile has {} real positions", padded - padding);
+            }
+
+            // The output rows are the natural ones without padding patches.
+            let x = values(&[images, seq, 3], 31);
+            let out = order.output(&order.reorder(&x).unwrap()).unwrap();
+            let natural = x.reshape((images, tiles, *padded, 3)).unwrap().narrow(2, 0, padded - padding).unwrap();
+            let natural = natural.reshape((images, (), 3)).unwrap();
+            assert_eq!(max_diff(&out, &natural), 0.0);
+            assert_eq!(max_diff(&order.restore(&order.reorder(&x).unwrap()).unwrap(), &x), 0.0);
+            // Reordered, each image starts with its real positions.
+            let first = order.reorder(&x).unwrap().i((0, 0)).unwrap();
+            assert_eq!(max_diff(&first, &x.i((0, 0)).unwrap()), 0.0);
+        }
     }
 }
