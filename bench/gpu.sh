@@ -6,7 +6,8 @@
 #   bash bench/gpu.sh parity       # on the GPU machine: the tiny-model parity tests on cuda:0
 #   bash bench/gpu.sh describe     # on the GPU machine: random full-size checkpoints, vislingo vs transformers
 #                                  # (VL_COUNT, VL_BATCH, VL_REF_BATCH, VL_NEW_TOKENS, VL_QUANTS, VL_REFERENCE,
-#                                  # VL_FRAMES for videos)
+#                                  # VL_FRAMES for videos, VL_TASK_TOKENS=256,64,64,128 for a continuous
+#                                  # batching run of four tasks per image)
 #
 # The build follows ../shared/gpu (CUDA 13.0 wheels from PyPI, CUDA_COMPUTE_CAP=90: H100/H200 only). The GPU
 # binaries are built without the `video` feature (no FFmpeg libraries on the GPU host) and with libjpeg linked
@@ -120,7 +121,8 @@ describe() {
     --texts "$WORK/inputs/texts.json" --count "$count" --new-tokens "$tokens" "${frames[@]}")
   for quant in ${VL_QUANTS:-none}; do
     with_vram "vislingo-$tag-$quant" gpu "$WORK/bin/vlm-gpu-bench" describe "${inputs[@]}" --quant "$quant" \
-      --batch "${VL_BATCH:-64}" --step-batches "${VL_STEP_BATCHES:-1,${VL_BATCH:-64}}" --json "$OUT/vislingo-$tag-$quant.json" \
+      --batch "${VL_BATCH:-64}" --step-batches "${VL_STEP_BATCHES:-1,${VL_BATCH:-64}}" ${VL_TASK_TOKENS:+--task-tokens "$VL_TASK_TOKENS"} \
+      --json "$OUT/vislingo-$tag-$quant.json" \
       2>&1 | tee "$OUT/vislingo-$tag-$quant.log" | grep --line-buffered -v '^ *[0-9]*: ' || true
   done
   if [[ "${VL_REFERENCE:-article,batched,best}" != none ]]; then

@@ -121,6 +121,11 @@ struct ImagesArgs {
     step_batches: Vec<usize>,
     #[arg(long, default_value_t = 32)]
     step_tokens: usize,
+    /// After the run, a continuous-batching run as `worker serve` decodes: every image asked this many tasks at
+    /// once, each forced to its own answer length (e.g. 256,64,64,128 for describe, tags, sentiment, ad), at most
+    /// `--batch` images in flight, a new image joining the decode batch as soon as one is done. Empty: skipped.
+    #[arg(long, value_delimiter = ',')]
+    task_tokens: Vec<usize>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -398,9 +403,82 @@ fn describe(args: ImagesArgs) -> Result<()> {
         "translation_share": translate_s / total_s,
         "steps": steps,
     });
+    let mut report = report;
+    if !args.task_tokens.is_empty() {
+        report["continuous"] = continuous_tasks(&chat, &args, &media, &device)?;
+    }
     println!("{}", serde_json::to_string(&report)?);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
+}
+
+/// Every image asked `args.task_tokens.len()` tasks in one continuous batch (at most `args.batch` images in flight,
+/// the next image admitted as soon as one is done): images per second and generated tokens per second.
+fn continuous_tasks<'m>(
+    chat: &VisionChat,
+    args: &ImagesArgs,
+    media: &dyn Fn(usize) -> Media<'m>,
+    device: &Device,
+) -> Result<serde_json::Value> {
+    use vislingo_worker::models::vision_chat::Admit;
+    let prompts: Vec<String> = (0..args.task_tokens.len()).map(|t| format!("{} (task {t})", args.prompt)).collect();
+    let settings = |tokens: usize| DecodeSettings {
+        max_new_tokens: tokens,
+        sampling: None,
+        seed: 0,
+        repetition_penalty: 1.0,
+        min_new_tokens: tokens,
+    };
+    let longest = args.task_tokens.iter().copied().max().unwrap_or(1);
+    let mut batch = chat.batch::<(usize, usize)>(&settings(longest))?;
+    let mut rows_left: HashMap<usize, usize> = HashMap::new();
+    let (mut next, mut done, mut generated, mut steps, mut most_rows) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let started = Instant::now();
+    while done < args.count {
+        let mut joining = Vec::new();
+        while rows_left.len() < args.batch && next < args.count {
+            for (task, &tokens) in args.task_tokens.iter().enumerate() {
+                let prompt = MediaPrompt { media: media(next), text: &prompts[task] };
+                joining.push(Admit { tag: (next, task), prompt, max_new_tokens: tokens });
+            }
+            rows_left.insert(next, args.task_tokens.len());
+            next += 1;
+        }
+        let (mut ended, _) = batch.admit(joining)?;
+        most_rows = most_rows.max(batch.len());
+        ended.extend(batch.step()?);
+        steps += 1;
+        for ((image, _), answer) in ended {
+            generated += answer.token_ids.len();
+            let left = rows_left.get_mut(&image).expect("in flight");
+            *left -= 1;
+            if *left == 0 {
+                rows_left.remove(&image);
+                done += 1;
+            }
+        }
+    }
+    synchronize(device)?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "continuous: {} images x {:?} tokens, at most {} in flight: {seconds:.2} s, {:.3} images/s, {:.0} tokens/s",
+        args.count,
+        args.task_tokens,
+        args.batch,
+        args.count as f64 / seconds,
+        generated as f64 / seconds
+    );
+    Ok(json!({
+        "images": args.count,
+        "task_tokens": args.task_tokens,
+        "in_flight": args.batch,
+        "most_rows": most_rows,
+        "steps": steps,
+        "seconds": seconds,
+        "images_per_s": args.count as f64 / seconds,
+        "generated_tokens": generated,
+        "tokens_per_s": generated as f64 / seconds,
+    }))
 }
