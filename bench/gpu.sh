@@ -65,7 +65,12 @@ unpack() {
   # The test binaries find their fixtures under the path the crate had when built.
   local built
   built=$(cat "$GPU_DIR/build-root" 2>/dev/null || echo /work/main)
-  if [[ ! -e "$built/worker" ]]; then mkdir -p "$(dirname "$built")" && ln -sfn "$ROOT" "$built"; fi
+  if [[ ! -e "$built/worker" ]]; then
+    mkdir -p "$(dirname "$built")"
+    # An empty folder there (a checkout's parent) would take the link inside it.
+    if [[ -d "$built" && ! -L "$built" ]]; then rmdir "$built"; fi
+    ln -sfn "$ROOT" "$built"
+  fi
 }
 
 gpu() { timeout "${VL_TIMEOUT:-900}" bash "$GPU_DIR/run-on-gpu.sh" "$@" 2>&1 | { grep --line-buffered -v '^run-on-gpu.sh: ' || true; }; }
@@ -85,11 +90,14 @@ with_vram() {
 parity() {
   unpack
   export VISLINGO_TEST_DEVICE=cuda:0 HF_HUB_OFFLINE=1
+  local failed=0
   for t in parity_nllb parity_mllama parity_llava_next; do
     echo "== $t on cuda:0" | tee -a "$OUT/summary.txt"
+    # Every suite runs, whatever the one before gave; the exit status says whether all passed.
     gpu "$WORK/bin/$t" --test-threads 1 --nocapture 2>&1 | tee "$OUT/$t.log" |
-      { grep -E '^test |test result|panicked|error|diff|max' || true; } | tail -40
+      { grep -E '^test |test result|panicked|error|diff|max' || true; } | tail -40 || failed=1
   done
+  return "$failed"
 }
 
 checkpoints() {
