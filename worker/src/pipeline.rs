@@ -477,8 +477,7 @@ impl<'p, 'a> Scheduler<'p, 'a> {
             Err(error) => {
                 // The batch is lost: every asset in it fails, and a fresh batch takes the next ones.
                 self.batch = self.pipeline.chat.batch(&self.pipeline.settings.generation).map_err(|e| e.to_string());
-                let mut tags: Vec<u64> = live.iter().map(|t| t.asset).collect();
-                tags.dedup();
+                let tags: std::collections::BTreeSet<u64> = live.iter().map(|t| t.asset).collect();
                 for tag in tags {
                     let key = self.assets.get(&tag).map(|a| a.processed.result.asset.clone()).unwrap_or_default();
                     self.fail_asset(tag, "generate", format!("{key}: {error}"));

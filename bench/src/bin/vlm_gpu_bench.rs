@@ -289,13 +289,7 @@ fn describe(args: ImagesArgs) -> Result<()> {
     let loaded_vram_gib =
         vislingo_worker::device_memory::device_memory(&device).map(|(used, _)| used as f64 / 2f64.powi(30));
     let images = load_images(&args.images, args.count.max(*args.step_batches.iter().max().unwrap_or(&1)))?;
-    let settings = |tokens: usize| DecodeSettings {
-        max_new_tokens: tokens,
-        sampling: None,
-        seed: 0,
-        repetition_penalty: 1.0,
-        min_new_tokens: tokens,
-    };
+    let settings = forced_length;
     let videos: Vec<Vec<RgbImage>> = match args.frames {
         Some(frames) => images.iter().map(|image| vec![image.clone(); frames]).collect(),
         None => Vec::new(),
@@ -424,13 +418,7 @@ fn continuous_tasks<'m>(
 ) -> Result<serde_json::Value> {
     use vislingo_worker::models::vision_chat::Admit;
     let prompts: Vec<String> = (0..args.task_tokens.len()).map(|t| format!("{} (task {t})", args.prompt)).collect();
-    let settings = |tokens: usize| DecodeSettings {
-        max_new_tokens: tokens,
-        sampling: None,
-        seed: 0,
-        repetition_penalty: 1.0,
-        min_new_tokens: tokens,
-    };
+    let settings = forced_length;
     let longest = args.task_tokens.iter().copied().max().unwrap_or(1);
     let mut batch = chat.batch::<(usize, usize)>(&settings(longest))?;
     let mut rows_left: HashMap<usize, usize> = HashMap::new();
@@ -481,4 +469,9 @@ fn continuous_tasks<'m>(
         "generated_tokens": generated,
         "tokens_per_s": generated as f64 / seconds,
     }))
+}
+
+/// Greedy decoding forced to exactly `tokens` new tokens (end tokens banned until then).
+fn forced_length(tokens: usize) -> DecodeSettings {
+    DecodeSettings { max_new_tokens: tokens, sampling: None, seed: 0, repetition_penalty: 1.0, min_new_tokens: tokens }
 }

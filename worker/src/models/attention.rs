@@ -90,21 +90,27 @@ pub fn dtype_min(dtype: DType) -> f32 {
     }
 }
 
+/// Deterministic pseudo-random values in `[-half_range, half_range)` on the CPU, for the models' unit tests.
+#[cfg(test)]
+pub(crate) fn test_values(shape: &[usize], seed: u64, half_range: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 * half_range - half_range
+        })
+        .collect();
+    Tensor::from_vec(data, shape, &candle_core::Device::Cpu).expect("shape matches the data")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{Device, D};
 
     fn values(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+        test_values(shape, seed, 1.0)
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

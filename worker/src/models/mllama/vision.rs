@@ -400,15 +400,7 @@ mod tests {
     use candle_core::{DType, IndexOp};
 
     fn values(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+        crate::models::attention::test_values(shape, seed, 2.0)
     }
 
     /// `_prepare_aspect_ratio_attention_mask` as transformers builds it, `(images, seq, seq)` f32: the outer
