@@ -10,6 +10,9 @@
 #                     and cameras record
 #   VL_CARGO_PROFILE  cargo profile of the binary, default release (the time is spent in FFmpeg's C libraries,
 #                     the same in every profile; `dev` builds much faster from a warm target)
+#   VL_BASELINE       sequential (default): the reference's method with vislingo's FFmpeg, in one process;
+#                     pyav: the article's own PyAV loop (bench/video_frames_pyav.py, PyAV and numpy pinned as in
+#                     tools/requirements.txt, installed into a venv under VL_BENCH_DIR), extra arguments to it
 #   CARGO_TARGET_DIR, CARGO_BUILD_JOBS as usual for cargo
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +38,27 @@ done
 CARGO_TARGET_DIR="$TARGET_DIR" cargo build --profile "$PROFILE" -p vislingo-bench --bin video-frames-bench \
   -j "${CARGO_BUILD_JOBS:-2}"
 
+BASELINE="${VL_BASELINE:-sequential}"
+if [ "$BASELINE" = pyav ]; then
+  venv="$DIR/pyav-venv"
+  pins=$(grep -E '^(av|numpy)==' tools/requirements.txt)
+  if [ "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]; then
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $pins
+    echo "$pins" >"$venv/.pins"
+  fi
+elif [ "$BASELINE" != sequential ]; then
+  echo "bench/video_frames.sh: VL_BASELINE is sequential or pyav, not $BASELINE" >&2
+  exit 2
+fi
+
 for gop in ${VL_BENCH_GOPS:-250 30}; do
   echo "gop $gop: load average before the run: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs" >&2
-  "$TARGET_DIR/$OUT_DIR/video-frames-bench" "$DIR/h264_1080p_90s_gop$gop.mp4" "$@"
+  video="$DIR/h264_1080p_90s_gop$gop.mp4"
+  if [ "$BASELINE" = pyav ]; then
+    "$venv/bin/python" bench/video_frames_pyav.py "$video" --seek-bench "$TARGET_DIR/$OUT_DIR/video-frames-bench" "$@"
+  else
+    "$TARGET_DIR/$OUT_DIR/video-frames-bench" "$video" "$@"
+  fi
 done

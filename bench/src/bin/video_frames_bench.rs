@@ -1,12 +1,13 @@
 //! `video-frames-bench`: times sampling k frames of one video by seeking (vislingo's method) against decoding
 //! every frame up to the last sampled one (the Python reference's PyAV loop), alternating the two, and prints
 //! one JSON line with the medians, their ratio, whether both gave identical frames, and the machine's CPUs and
-//! load average before and after the runs.
+//! load average before and after the runs. `--seek-only --write-frames` is the seek side of
+//! `bench/video_frames_pyav.py`, which runs the article's own PyAV loop against it.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use serde_json::json;
 use vislingo_worker::media::video::{sample_file, SampleMethod, SampleOptions};
@@ -31,6 +32,13 @@ struct Args {
     /// split there).
     #[arg(long)]
     sequential_threads: Option<usize>,
+    /// Time seeking only (no sequential runs; `identical_frames` is then null).
+    #[arg(long)]
+    seek_only: bool,
+    /// Write the last seek run's frames to this file, packed rgb24 one after the other in frame order (what
+    /// `np.stack([f.to_ndarray(format="rgb24") ...]).tobytes()` gives), for a reference to compare against.
+    #[arg(long)]
+    write_frames: Option<PathBuf>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -67,6 +75,10 @@ fn main() -> Result<()> {
         let seek = sample_file(&args.video, &options(SampleMethod::Seek))?;
         seek_s.push(t.elapsed().as_secs_f64());
         ensure!(seek.method == SampleMethod::Seek, "seeking fell back to sequential decoding");
+        if args.seek_only {
+            last = Some(seek);
+            continue;
+        }
         let t = Instant::now();
         let seq = sample_file(&args.video, &options(SampleMethod::Sequential))?;
         seq_s.push(t.elapsed().as_secs_f64());
@@ -74,7 +86,12 @@ fn main() -> Result<()> {
         last = Some(seek);
     }
     let sampled = last.expect("repeats > 0");
-    let (seek, seq) = (median(seek_s.clone()), median(seq_s.clone()));
+    if let Some(path) = &args.write_frames {
+        let bytes: Vec<u8> = sampled.frames.iter().flat_map(|frame| frame.data.iter().copied()).collect();
+        std::fs::write(path, bytes).with_context(|| format!("cannot write the frames to {}", path.display()))?;
+    }
+    let seek = median(seek_s.clone());
+    let seq = (!seq_s.is_empty()).then(|| median(seq_s.clone()));
     let out = json!({
         "video": args.video,
         "info": sampled.info,
@@ -84,8 +101,9 @@ fn main() -> Result<()> {
         "sequential_s": seq_s,
         "seek_median_s": seek,
         "sequential_median_s": seq,
-        "speedup": seq / seek,
-        "identical_frames": identical,
+        "speedup": seq.map(|seq| seq / seek),
+        "identical_frames": (!args.seek_only).then_some(identical),
+        "frame_shape": sampled.frames.first().map(|f| [f.height, f.width, 3]),
         "threads": args.threads,
         "sequential_threads": sequential_threads,
         "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -1,7 +1,8 @@
-//! Attention from materialised scores, shared by the models: a softmax that stays in bf16/f16 where the device
-//! accumulates in f32 anyway, and grouped-query attention with an optional additive mask that bounds the scores'
-//! memory by taking long query blocks a chunk at a time. Queries come scaled by `1/sqrt(head_dim)` (a pass over
-//! the queries rather than over the much larger scores).
+//! Attention from materialised scores, shared by the models: a softmax that takes bf16/f16 scores as they are on
+//! CUDA (its kernel, `csrc/softmax.cu`, computes in f32), and grouped-query attention with an optional additive
+//! mask that bounds the scores' memory by taking long query blocks a chunk at a time. Queries come scaled by
+//! `1/sqrt(head_dim)` (a pass over the queries, or none when folded into their projection, rather than a pass over
+//! the much larger scores).
 
 use candle_core::{DType, Result, Tensor};
 
@@ -9,15 +10,114 @@ use candle_core::{DType, Result, Tensor};
 /// prompt is over 1,100 tokens, a Mllama prompt attends to 6,404 vision tokens) takes its queries in chunks.
 pub const SCORES_BUDGET: usize = 1 << 30;
 
-/// `softmax(x, dim=-1, dtype=torch.float32).to(x.dtype)`. candle's CUDA kernel keeps the running max and the sum
-/// of exponentials of f16/bf16 inputs in f32, so the scores go in as they are there (no f32 copy of them); its
-/// CPU kernel sums half types in their own precision, so on the CPU they go through f32.
+/// `softmax(x, dim=-1, dtype=torch.float32).to(x.dtype)`. On CUDA, `csrc/softmax.cu` takes f16/bf16 scores as
+/// they are (no f32 copy of them) and computes in f32 with one rounding of the result; candle's CPU kernel sums
+/// half types in their own precision, so on the CPU they go through f32.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let half = matches!(x.dtype(), DType::F16 | DType::BF16);
-    if half && !x.device().is_cuda() {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return cuda::softmax_last_dim(x);
+    }
+    if matches!(x.dtype(), DType::F16 | DType::BF16) {
         return candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype());
     }
     candle_nn::ops::softmax_last_dim(x)
+}
+
+/// The row softmax kernel of `csrc/softmax.cu` (compiled to PTX by build.rs) as a candle op.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::{CudaDType, CudaStorageSlice, WrapErr};
+    use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+    use std::sync::atomic::Ordering;
+
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/softmax.ptx"));
+
+    pub(super) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+        static FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) || FAILED.load(Ordering::Relaxed) {
+            return candle_nn::ops::softmax_last_dim(x);
+        }
+        match x.contiguous()?.apply_op1_no_bwd(&RowSoftmax) {
+            Ok(weights) => Ok(weights),
+            Err(error) => {
+                // A driver that cannot load the PTX (older than the nvcc that made it): candle's kernel instead.
+                FAILED.store(true, Ordering::Relaxed);
+                tracing::warn!(%error, "the softmax kernel failed: using candle's from now on");
+                candle_nn::ops::softmax_last_dim(x)
+            }
+        }
+    }
+
+    struct RowSoftmax;
+
+    impl CustomOp1 for RowSoftmax {
+        fn name(&self) -> &'static str {
+            "vislingo-softmax-last-dim"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            candle_core::bail!("vislingo-softmax-last-dim runs on CUDA only")
+        }
+
+        fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+            let Some((start, end)) = layout.contiguous_offsets() else {
+                candle_core::bail!("vislingo-softmax-last-dim: the input must be contiguous")
+            };
+            let cols = layout.dims().last().copied().unwrap_or(1);
+            let device = &storage.device;
+            let out = match &storage.slice {
+                CudaStorageSlice::F32(s) => launch(device, s.slice(start..end), start, cols, "f32")?,
+                CudaStorageSlice::F16(s) => launch(device, s.slice(start..end), start, cols, "f16")?,
+                CudaStorageSlice::BF16(s) => launch(device, s.slice(start..end), start, cols, "bf16")?,
+                _ => candle_core::bail!("vislingo-softmax-last-dim: f32, f16 or bf16 only"),
+            };
+            Ok((out, layout.shape().clone()))
+        }
+    }
+
+    /// Threads per block of the in-registers kernels, and 16-byte vectors per thread (`VL_SOFTMAX_VECTORS`).
+    const IN_REGISTERS_THREADS: usize = 256;
+    const IN_REGISTERS_VECTORS: usize = 4;
+
+    /// One block per row of `cols` elements; `offset`: elements before `src` in its allocation (whose start is
+    /// 16-byte aligned).
+    fn launch<T: DeviceRepr + CudaDType>(
+        device: &CudaDevice,
+        src: CudaView<T>,
+        offset: usize,
+        cols: usize,
+        dtype: &str,
+    ) -> Result<CudaStorage> {
+        let elements = src.len();
+        // SAFETY: the kernel writes every element before anything reads it.
+        let dst = unsafe { device.alloc::<T>(elements)? };
+        let rows = elements.checked_div(cols).unwrap_or(0);
+        if rows > 0 {
+            let size = std::mem::size_of::<T>();
+            let per_vector = 16 / size;
+            let in_registers = cols.is_multiple_of(per_vector)
+                && (offset * size).is_multiple_of(16)
+                && cols <= IN_REGISTERS_THREADS * IN_REGISTERS_VECTORS * per_vector;
+            let (kernel, threads) = if in_registers {
+                (format!("vl_softmax_in_registers_{dtype}"), IN_REGISTERS_THREADS as u32)
+            } else {
+                (format!("vl_softmax_{dtype}"), (cols.div_ceil(32) * 32).clamp(32, 256) as u32)
+            };
+            let func = device.get_or_load_custom_func(&kernel, "vislingo_softmax", PTX)?;
+            let config =
+                LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+            let cols = cols as i64;
+            let mut builder = func.builder();
+            builder.arg(&src);
+            builder.arg(&dst);
+            builder.arg(&cols);
+            // SAFETY: the arguments match the kernel's (input, output, row length); the grid covers the rows.
+            unsafe { builder.launch(config) }.w()?;
+        }
+        Ok(CudaStorage::wrap_cuda_slice(dst, device.clone()))
+    }
 }
 
 /// `softmax(q·kᵀ + mask)·v` for pre-scaled queries `q` `(.., len, d)`, keys and values `(.., keys, d)`, and
