@@ -7,7 +7,8 @@
 #   bash bench/gpu.sh describe     # on the GPU machine: random full-size checkpoints, vislingo vs transformers
 #                                  # (VL_COUNT, VL_BATCH, VL_REF_BATCH, VL_NEW_TOKENS, VL_QUANTS, VL_REFERENCE,
 #                                  # VL_FRAMES for videos, VL_TASK_TOKENS=256,64,64,128 for a continuous
-#                                  # batching run of four tasks per image)
+#                                  # batching run of four tasks per image, VL_SOFTMAX_KERNELS="candle vislingo"
+#                                  # to compare the attention softmax kernels; parity takes it too)
 #
 # The build follows ../shared/gpu (CUDA 13.0 wheels from PyPI, CUDA_COMPUTE_CAP=90: H100/H200 only). The GPU
 # binaries are built without the `video` feature (no FFmpeg libraries on the GPU host) and with libjpeg linked
@@ -30,7 +31,7 @@ build() {
   cargo build --release -j "${CARGO_BUILD_JOBS:-2}" -p vislingo-bench "${features[@]}" --bin vlm-gpu-bench
   local tests
   tests=$(cargo test --release -j "${CARGO_BUILD_JOBS:-2}" -p vislingo-worker "${features[@]}" --no-run \
-    --test parity_mllama --test parity_nllb --test parity_llava_next --message-format=json |
+    --test parity_mllama --test parity_nllb --test parity_llava_next --test softmax_kernels --message-format=json |
     python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -91,11 +92,20 @@ parity() {
   unpack
   export VISLINGO_TEST_DEVICE=cuda:0 HF_HUB_OFFLINE=1
   local failed=0
-  for t in parity_nllb parity_mllama parity_llava_next; do
-    echo "== $t on cuda:0" | tee -a "$OUT/summary.txt"
+  # The softmax kernels against an f64 softmax (both kernels in one run), then the model suites with each
+  # attention softmax kernel of VL_SOFTMAX_KERNELS (VISLINGO_SOFTMAX_KERNEL: candle, vislingo).
+  local runs=(softmax_kernels:) kernel t
+  for kernel in ${VL_SOFTMAX_KERNELS:-candle}; do
+    for t in parity_nllb parity_mllama parity_llava_next; do runs+=("$t:$kernel"); done
+  done
+  for run in "${runs[@]}"; do
+    t="${run%%:*}" kernel="${run#*:}"
+    echo "== $t on cuda:0${kernel:+ (softmax: $kernel)}" | tee -a "$OUT/summary.txt"
     # Every suite runs, whatever the one before gave; the exit status says whether all passed.
-    gpu "$WORK/bin/$t" --test-threads 1 --nocapture 2>&1 | tee "$OUT/$t.log" |
-      { grep -E '^test |test result|panicked|error|diff|max' || true; } | tail -40 || failed=1
+    VISLINGO_SOFTMAX_KERNEL="${kernel:-candle}" gpu "$WORK/bin/$t" --test-threads 1 --nocapture 2>&1 |
+      tee "$OUT/$t${kernel:+-$kernel}.log" |
+      { grep -E '^test |test result|panicked|error|diff|max' || true; } | tail -40
+    grep -q '^test result: ok' "$OUT/$t${kernel:+-$kernel}.log" || failed=1
   done
   return "$failed"
 }
@@ -127,11 +137,17 @@ describe() {
   if [[ -n "${VL_FRAMES:-}" ]]; then model="$WORK/llava-7b"; tag=videos; frames=(--frames "$VL_FRAMES"); fi
   local inputs=(--model "$model" --translator "$WORK/nllb-600m" --images "$WORK/inputs/images"
     --texts "$WORK/inputs/texts.json" --count "$count" --new-tokens "$tokens" "${frames[@]}")
+  # One run per quantization and attention softmax kernel (VL_SOFTMAX_KERNELS="candle vislingo" compares them).
+  local quant kernel name
   for quant in ${VL_QUANTS:-none}; do
-    with_vram "vislingo-$tag-$quant" gpu "$WORK/bin/vlm-gpu-bench" describe "${inputs[@]}" --quant "$quant" \
-      --batch "${VL_BATCH:-64}" --step-batches "${VL_STEP_BATCHES:-1,${VL_BATCH:-64}}" ${VL_TASK_TOKENS:+--task-tokens "$VL_TASK_TOKENS"} \
-      --json "$OUT/vislingo-$tag-$quant.json" \
-      2>&1 | tee "$OUT/vislingo-$tag-$quant.log" | grep --line-buffered -v '^ *[0-9]*: ' || true
+    for kernel in ${VL_SOFTMAX_KERNELS:-candle}; do
+      name="vislingo-$tag-$quant"
+      [[ "$kernel" == candle ]] || name="$name-softmax-$kernel"
+      VISLINGO_SOFTMAX_KERNEL="$kernel" with_vram "$name" gpu "$WORK/bin/vlm-gpu-bench" describe "${inputs[@]}" \
+        --quant "$quant" --batch "${VL_BATCH:-64}" --step-batches "${VL_STEP_BATCHES:-1,${VL_BATCH:-64}}" \
+        ${VL_TASK_TOKENS:+--task-tokens "$VL_TASK_TOKENS"} --json "$OUT/$name.json" \
+        2>&1 | tee "$OUT/$name.log" | grep --line-buffered -v '^ *[0-9]*: ' || true
+    done
   done
   if [[ "${VL_REFERENCE:-article,batched,best}" != none ]]; then
     with_vram "transformers-$tag" python3 bench/gpu_reference.py "${inputs[@]}" --batch "${VL_REF_BATCH:-32}" \

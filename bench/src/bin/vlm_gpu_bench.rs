@@ -374,8 +374,13 @@ fn describe(args: ImagesArgs) -> Result<()> {
     }
     synchronize(&device)?;
     let total_s = run_started.elapsed().as_secs_f64();
+    let softmax_kernel = match vislingo_worker::models::attention::SoftmaxKernel::configured() {
+        vislingo_worker::models::attention::SoftmaxKernel::Candle => "candle",
+        vislingo_worker::models::attention::SoftmaxKernel::Vislingo => "vislingo",
+    };
     let report = json!({
-        "engine": "vislingo",
+        "engine": if softmax_kernel == "candle" { "vislingo".to_string() } else { format!("vislingo (softmax {softmax_kernel})") },
+        "softmax_kernel": softmax_kernel,
         "model": args.model.display().to_string(),
         "dtype": dtype.as_str(),
         "quant": args.quant.as_str(),

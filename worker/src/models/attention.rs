@@ -1,5 +1,5 @@
 //! Attention from materialised scores, shared by the models: a softmax that takes bf16/f16 scores as they are on
-//! CUDA (its kernel, `csrc/softmax.cu`, computes in f32), and grouped-query attention with an optional additive
+//! CUDA (candle's kernel, or `csrc/softmax.cu` computing in f32), and grouped-query attention with an optional additive
 //! mask that bounds the scores' memory by taking long query blocks a chunk at a time. Queries come scaled by
 //! `1/sqrt(head_dim)` (a pass over the queries, or none when folded into their projection, rather than a pass over
 //! the much larger scores).
@@ -10,13 +10,49 @@ use candle_core::{DType, Result, Tensor};
 /// prompt is over 1,100 tokens, a Mllama prompt attends to 6,404 vision tokens) takes its queries in chunks.
 pub const SCORES_BUDGET: usize = 1 << 30;
 
-/// `softmax(x, dim=-1, dtype=torch.float32).to(x.dtype)`. On CUDA, `csrc/softmax.cu` takes f16/bf16 scores as
-/// they are (no f32 copy of them) and computes in f32 with one rounding of the result; candle's CPU kernel sums
-/// half types in their own precision, so on the CPU they go through f32.
+/// Which kernel computes the attention softmax on CUDA (the CPU has one path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftmaxKernel {
+    /// candle's `softmax_last_dim`: one warp per row, three reads and two writes of each row.
+    Candle,
+    /// `csrc/softmax.cu`: one block per row, rows up to 8,192 half values read once into registers, f32 math and
+    /// one rounding.
+    Vislingo,
+}
+
+impl SoftmaxKernel {
+    /// `VISLINGO_SOFTMAX_KERNEL` (`candle` or `vislingo`), read once; `candle` until `csrc/softmax.cu` has passed the
+    /// parity tests on a GPU (`VL_SOFTMAX_KERNELS="candle vislingo" bash bench/gpu.sh parity`).
+    pub fn configured() -> SoftmaxKernel {
+        static CONFIGURED: std::sync::OnceLock<SoftmaxKernel> = std::sync::OnceLock::new();
+        *CONFIGURED.get_or_init(|| match std::env::var("VISLINGO_SOFTMAX_KERNEL").as_deref() {
+            Ok("vislingo") => SoftmaxKernel::Vislingo,
+            Ok("candle") | Ok("") | Err(_) => SoftmaxKernel::Candle,
+            Ok(other) => {
+                tracing::warn!(value = other, "VISLINGO_SOFTMAX_KERNEL is candle or vislingo: using candle");
+                SoftmaxKernel::Candle
+            }
+        })
+    }
+}
+
+/// `softmax(x, dim=-1, dtype=torch.float32).to(x.dtype)` with the [`SoftmaxKernel::configured`] kernel.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
+    softmax_last_dim_with(x, SoftmaxKernel::configured())
+}
+
+/// [`softmax_last_dim`] with the given kernel on CUDA. candle's CUDA kernel keeps the running max and the sum of
+/// exponentials of f16/bf16 inputs in f32 (its exponentials round to the input type), and `csrc/softmax.cu` does
+/// all of it in f32, so on CUDA the scores go in as they are (no f32 copy of them); candle's CPU kernel sums half
+/// types in their own precision, so on the CPU they go through f32.
+pub fn softmax_last_dim_with(x: &Tensor, kernel: SoftmaxKernel) -> Result<Tensor> {
     if x.device().is_cuda() {
-        return cuda::softmax_last_dim(x);
+        #[cfg(feature = "cuda")]
+        if kernel == SoftmaxKernel::Vislingo {
+            return cuda::softmax_last_dim(x);
+        }
+        let _ = kernel;
+        return candle_nn::ops::softmax_last_dim(x);
     }
     if matches!(x.dtype(), DType::F16 | DType::BF16) {
         return candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype());
