@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use vislingo_gallery::{frame_mosaic, thumbnail_from_rgb, Gallery, GalleryReport, GalleryWriter, Preview, RgbPixels};
+use vislingo_gallery::{thumbnail_from_rgb, Gallery, GalleryReport, GalleryWriter, Preview, RgbPixels};
 use vislingo_proto::asset::Asset;
 use vislingo_proto::{AssetKind, AssetResult};
 
@@ -89,7 +89,7 @@ fn video_preview(path: &Path, asset: &str, record: &AssetResult) -> Result<Previ
         }
     };
     let frames: Vec<RgbPixels<'_>> = frames.iter().map(pixels).collect();
-    let mosaic = frame_mosaic(&frames).map_err(|error| error.to_string())?;
+    let mosaic = vislingo_gallery::frame_mosaic(&frames).map_err(|error| error.to_string())?;
     Ok(Preview::Frames { mosaic, frames: numbers })
 }
 
