@@ -7,8 +7,9 @@
 #   bash bench/gpu.sh describe     # on the GPU machine: random full-size checkpoints, vislingo vs transformers
 #                                  # (VL_COUNT, VL_BATCH, VL_REF_BATCH, VL_NEW_TOKENS, VL_QUANTS, VL_REFERENCE,
 #                                  # VL_FRAMES for videos, VL_TASK_TOKENS=256,64,64,128 for a continuous
-#                                  # batching run of four tasks per image, VL_SOFTMAX_KERNELS="candle vislingo"
-#                                  # to compare the attention softmax kernels; parity takes it too)
+#                                  # batching run of four tasks per image, VL_ATTENTION="candle vislingo flash"
+#                                  # to compare the attention kernels; parity takes it too)
+#   VL_FLASH_ATTN=1 bash bench/gpu.sh build   # adds flash attention to vlm-gpu-bench (~20 min more, once)
 #
 # The build follows ../shared/gpu (CUDA 13.0 wheels from PyPI, CUDA_COMPUTE_CAP=90: H100/H200 only). The GPU
 # binaries are built without the `video` feature (no FFmpeg libraries on the GPU host) and with libjpeg linked
@@ -27,8 +28,22 @@ build() {
   # shellcheck disable=SC1091
   source /opt/cuda-pip/env.sh
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/vislingo-cuda-target}" VISLINGO_STATIC_JPEG=1
-  local features=(--no-default-features --features cuda)
-  cargo build --release -j "${CARGO_BUILD_JOBS:-2}" -p vislingo-bench "${features[@]}" --bin vlm-gpu-bench
+  local features=(--no-default-features --features cuda) bench_features=(--no-default-features --features cuda)
+  if [[ "${VL_FLASH_ATTN:-0}" == 1 ]]; then
+    # Flash attention (worker/flash-attn) in the benchmark binary only: CUTLASS's headers from PyPI's
+    # nvidia-cutlass wheel (the 3.5 line the kernels were written against), its kernel objects kept across builds.
+    local cutlass=/opt/cutlass-pip
+    if [[ ! -d "$cutlass/cutlass_library/source/include/cute" ]]; then
+      rm -rf "$cutlass.tmp" && mkdir -p "$cutlass.tmp"
+      python3 -m pip download --no-deps --disable-pip-version-check -q -d "$cutlass.tmp" nvidia-cutlass==3.5.1.0
+      (cd "$cutlass.tmp" && python3 -m zipfile -e nvidia_cutlass-3.5.1.0-py3-none-any.whl .)
+      rm -rf "$cutlass" && mv "$cutlass.tmp" "$cutlass"
+    fi
+    export VISLINGO_CUTLASS_DIR="$cutlass/cutlass_library/source/include"
+    export VISLINGO_FLASH_ATTN_BUILD_DIR="${VISLINGO_FLASH_ATTN_BUILD_DIR:-/var/tmp/vislingo-flash-attn-objects}"
+    bench_features=(--no-default-features --features cuda,flash-attn)
+  fi
+  cargo build --release -j "${CARGO_BUILD_JOBS:-2}" -p vislingo-bench "${bench_features[@]}" --bin vlm-gpu-bench
   local tests
   tests=$(cargo test --release -j "${CARGO_BUILD_JOBS:-2}" -p vislingo-worker "${features[@]}" --no-run \
     --test parity_mllama --test parity_nllb --test parity_llava_next --test softmax_kernels --message-format=json |
@@ -44,6 +59,8 @@ for line in sys.stdin:
   pack vlm-gpu-bench "$CARGO_TARGET_DIR/release/vlm-gpu-bench"
   while read -r name path; do pack "$name" "$path"; done <<<"$tests"
   cp "$setup/run-on-gpu.sh" "$GPU_DIR/"
+  # parity runs the benchmark's flash attention check when the binary has it.
+  if [[ "${VL_FLASH_ATTN:-0}" == 1 ]]; then touch "$GPU_DIR/flash-attn"; else rm -f "$GPU_DIR/flash-attn"; fi
   # The test binaries read their fixtures under the path the crate had here.
   echo "$ROOT" >"$GPU_DIR/build-root"
   # info/exclude lives in the common git dir: .git is a file in a worktree.
@@ -94,10 +111,18 @@ parity() {
   unpack
   export VISLINGO_TEST_DEVICE=cuda:0 HF_HUB_OFFLINE=1
   local failed=0
-  # The softmax kernels against an f64 softmax (both kernels in one run), then the model suites with each
-  # attention softmax kernel of VL_SOFTMAX_KERNELS (VISLINGO_SOFTMAX_KERNEL: candle, vislingo).
+  # Flash attention against materialised attention (when built in), the softmax kernels against an f64 softmax
+  # (both kernels in one run), then the model suites with each softmax kernel named in VL_ATTENTION (candle,
+  # vislingo; the test binaries have no flash attention).
+  if [[ -f "$GPU_DIR/flash-attn" ]]; then
+    echo "== vlm-gpu-bench check-attention" | tee -a "$OUT/summary.txt"
+    gpu "$WORK/bin/vlm-gpu-bench" check-attention --json "$OUT/check-attention.json" 2>&1 |
+      tee "$OUT/check-attention.log" | tee -a "$OUT/summary.txt" || failed=1
+    grep -q '"pass": true' "$OUT/check-attention.json" 2>/dev/null || failed=1
+  fi
   local runs=(softmax_kernels:) kernel t
-  for kernel in ${VL_SOFTMAX_KERNELS:-candle}; do
+  for kernel in ${VL_ATTENTION:-candle}; do
+    [[ "$kernel" == flash ]] && continue
     for t in parity_nllb parity_mllama parity_llava_next; do runs+=("$t:$kernel"); done
   done
   for run in "${runs[@]}"; do
@@ -139,13 +164,17 @@ describe() {
   if [[ -n "${VL_FRAMES:-}" ]]; then model="$WORK/llava-7b"; tag=videos; frames=(--frames "$VL_FRAMES"); fi
   local inputs=(--model "$model" --translator "$WORK/nllb-600m" --images "$WORK/inputs/images"
     --texts "$WORK/inputs/texts.json" --count "$count" --new-tokens "$tokens" "${frames[@]}")
-  # One run per quantization and attention softmax kernel (VL_SOFTMAX_KERNELS="candle vislingo" compares them).
-  local quant kernel name
+  # One run per quantization and attention variant of VL_ATTENTION: candle (candle's softmax), vislingo
+  # (csrc/softmax.cu), flash (flash attention in the vision encoders, candle's softmax elsewhere; a VL_FLASH_ATTN=1
+  # build).
+  local quant variant kernel flash name
   for quant in ${VL_QUANTS:-none}; do
-    for kernel in ${VL_SOFTMAX_KERNELS:-candle}; do
-      name="vislingo-$tag-$quant"
-      [[ "$kernel" == candle ]] || name="$name-softmax-$kernel"
-      VISLINGO_SOFTMAX_KERNEL="$kernel" with_vram "$name" gpu "$WORK/bin/vlm-gpu-bench" describe "${inputs[@]}" \
+    for variant in ${VL_ATTENTION:-candle}; do
+      name="vislingo-$tag-$quant" kernel="$variant" flash=0
+      [[ "$variant" == flash ]] && kernel=candle flash=1
+      [[ "$variant" == candle ]] || name="$name-$variant"
+      VISLINGO_SOFTMAX_KERNEL="$kernel" VISLINGO_FLASH_ATTN="$flash" \
+        with_vram "$name" gpu "$WORK/bin/vlm-gpu-bench" describe "${inputs[@]}" \
         --quant "$quant" --batch "${VL_BATCH:-64}" --step-batches "${VL_STEP_BATCHES:-1,${VL_BATCH:-64}}" \
         ${VL_TASK_TOKENS:+--task-tokens "$VL_TASK_TOKENS"} --json "$OUT/$name.json" \
         2>&1 | tee "$OUT/$name.log" | grep --line-buffered -v '^ *[0-9]*: ' || true

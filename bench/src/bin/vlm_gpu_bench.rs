@@ -39,6 +39,20 @@ enum Command {
     /// Describes every image of `--images` (or, with `--frames K`, videos of K frames made of them) in batches,
     /// then translates `--texts`; prints a JSON report.
     Describe(ImagesArgs),
+    /// Flash attention (the `flash-attn` build) against attention from materialised scores on the vision encoders'
+    /// shapes: the error of each against an f32 computation, and their times; exits 1 if flash is less accurate.
+    CheckAttention(CheckAttentionArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckAttentionArgs {
+    #[arg(long, default_value = "cuda:0")]
+    device: String,
+    /// Timed runs of each method per shape (medians reported).
+    #[arg(long, default_value_t = 10)]
+    repeats: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -134,7 +148,97 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::MakeCheckpoint(args) => make_checkpoint(args),
         Command::Describe(args) => describe(args),
+        Command::CheckAttention(args) => check_attention(args),
     }
+}
+
+/// One attention shape of the vision encoders: `(batch, heads, queries, keys, head_dim)`, the queries a prefix of
+/// `keys` positions as the encoders' real-first order gives them.
+struct AttentionCase {
+    name: &'static str,
+    shape: (usize, usize, usize, usize, usize),
+    dtype: DType,
+}
+
+fn check_attention(args: CheckAttentionArgs) -> Result<()> {
+    use vislingo_worker::models::attention::{attend_flash, attend_materialised};
+    let device = parse_device(&args.device)?;
+    let cases = [
+        // Llama 3.2 Vision: 4 tiles of 1,608 positions, 6,404 real, 16 heads of 80 (the 96 kernel).
+        AttentionCase { name: "mllama real queries", shape: (1, 16, 6404, 6432, 80), dtype: DType::BF16 },
+        AttentionCase { name: "mllama padding queries", shape: (2, 16, 28, 6404, 80), dtype: DType::BF16 },
+        AttentionCase { name: "mllama one tile, f16", shape: (1, 16, 1601, 1608, 80), dtype: DType::F16 },
+        // CLIP ViT-L/14-336 of LLaVA-NeXT-Video: 8 frames of 577 positions, 16 heads of 64.
+        AttentionCase { name: "clip frames", shape: (8, 16, 577, 577, 64), dtype: DType::BF16 },
+        AttentionCase { name: "head dim 128", shape: (2, 8, 1024, 1024, 128), dtype: DType::BF16 },
+    ];
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut reports = Vec::new();
+    let mut all_pass = true;
+    for case in &cases {
+        let (batch, heads, queries, keys, head_dim) = case.shape;
+        // Standard normal values (candle's CPU generator), as f32 on the device.
+        let random = || -> Result<Tensor> {
+            Ok(Tensor::randn(0f32, 1.0, (batch, heads, keys, head_dim), &Device::Cpu)?.to_device(&device)?)
+        };
+        // Queries pre-scaled as the encoders make them; a narrowed view, as the real-first split takes them.
+        let q_all = (random()? * (head_dim as f64).powf(-0.5))?;
+        let (k, v) = (random()?.to_dtype(case.dtype)?, random()?.to_dtype(case.dtype)?);
+        let q = q_all.to_dtype(case.dtype)?.narrow(2, 0, queries)?;
+        let reference =
+            attend_materialised(&q.to_dtype(DType::F32)?, &k.to_dtype(DType::F32)?, &v.to_dtype(DType::F32)?, None)?;
+        let error = |out: &Tensor| -> Result<f32> {
+            Ok((out.to_dtype(DType::F32)? - &reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+        };
+        let time = |f: &dyn Fn() -> candle_core::Result<Tensor>| -> Result<(Tensor, f64)> {
+            let out = f()?; // warm-up (kernel loading)
+            synchronize(&device)?;
+            let mut times = Vec::with_capacity(args.repeats);
+            for _ in 0..args.repeats.max(1) {
+                let started = Instant::now();
+                f()?;
+                synchronize(&device)?;
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok((out, median(times)))
+        };
+        let (flash, flash_ms) = time(&|| attend_flash(&q, &k, &v))?;
+        let (materialised, materialised_ms) = time(&|| attend_materialised(&q, &k, &v, None))?;
+        let (flash_error, materialised_error) = (error(&flash)?, error(&materialised)?);
+        // Both round to the same half type; flash accumulates in f32 without rounding the scores or weights.
+        let pass = flash_error <= (2.0 * materialised_error).max(1e-3);
+        all_pass &= pass;
+        println!(
+            "{} {}: {:?} {:?}: flash {flash_ms:.3} ms, error {flash_error:.2e}; materialised {materialised_ms:.3} ms, \
+             error {materialised_error:.2e}; {:.1}x",
+            if pass { "PASS" } else { "FAIL" },
+            case.name,
+            case.dtype,
+            case.shape,
+            materialised_ms / flash_ms
+        );
+        reports.push(json!({
+            "case": case.name,
+            "shape": [batch, heads, queries, keys, head_dim],
+            "dtype": case.dtype.as_str(),
+            "flash_ms": flash_ms,
+            "materialised_ms": materialised_ms,
+            "flash_max_abs_error": flash_error,
+            "materialised_max_abs_error": materialised_error,
+            "pass": pass,
+        }));
+    }
+    let report = json!({ "device": args.device, "repeats": args.repeats, "cases": reports, "pass": all_pass });
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if !all_pass {
+        bail!("flash attention is less accurate than the materialised attention on some shape");
+    }
+    Ok(())
 }
 
 /// Hands out random tensors and remembers them by name.
@@ -378,9 +482,18 @@ fn describe(args: ImagesArgs) -> Result<()> {
         vislingo_worker::models::attention::SoftmaxKernel::Candle => "candle",
         vislingo_worker::models::attention::SoftmaxKernel::Vislingo => "vislingo",
     };
+    let flash_attention = vislingo_worker::models::attention::flash_attention_enabled();
+    let mut kernels = Vec::new();
+    if softmax_kernel != "candle" {
+        kernels.push(format!("softmax {softmax_kernel}"));
+    }
+    if flash_attention {
+        kernels.push("flash attention".to_string());
+    }
     let report = json!({
-        "engine": if softmax_kernel == "candle" { "vislingo".to_string() } else { format!("vislingo (softmax {softmax_kernel})") },
+        "engine": if kernels.is_empty() { "vislingo".to_string() } else { format!("vislingo ({})", kernels.join(", ")) },
         "softmax_kernel": softmax_kernel,
+        "flash_attention": flash_attention,
         "model": args.model.display().to_string(),
         "dtype": dtype.as_str(),
         "quant": args.quant.as_str(),

@@ -22,7 +22,7 @@ pub enum SoftmaxKernel {
 
 impl SoftmaxKernel {
     /// `VISLINGO_SOFTMAX_KERNEL` (`candle` or `vislingo`), read once; `candle` until `csrc/softmax.cu` has passed the
-    /// parity tests on a GPU (`VL_SOFTMAX_KERNELS="candle vislingo" bash bench/gpu.sh parity`).
+    /// parity tests on a GPU (`VL_ATTENTION="candle vislingo" bash bench/gpu.sh parity`).
     pub fn configured() -> SoftmaxKernel {
         static CONFIGURED: std::sync::OnceLock<SoftmaxKernel> = std::sync::OnceLock::new();
         *CONFIGURED.get_or_init(|| match std::env::var("VISLINGO_SOFTMAX_KERNEL").as_deref() {
@@ -157,8 +157,87 @@ mod cuda {
 }
 
 /// `softmax(q·kᵀ + mask)·v` for pre-scaled queries `q` `(.., len, d)`, keys and values `(.., keys, d)`, and
-/// `mask` broadcastable to `(.., len, keys)` (`None`: nothing masked).
+/// `mask` broadcastable to `(.., len, keys)` (`None`: nothing masked). Unmasked `(batch, heads, len, d)` attention
+/// runs as flash attention where [`flash_attention_enabled`] and the kernels take the dtype and head dimension.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    if mask.is_none() {
+        if let Some(out) = flash::attend(q, k, v)? {
+            return Ok(out);
+        }
+    }
+    attend_materialised(q, k, v, mask)
+}
+
+/// Whether unmasked attention on CUDA runs as flash attention: a build with the `flash-attn` feature and
+/// `VISLINGO_FLASH_ATTN=1` (read once), until the kernels have passed on a GPU (docs/gpu.md).
+pub fn flash_attention_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let asked = std::env::var("VISLINGO_FLASH_ATTN").is_ok_and(|v| v == "1");
+        if asked && !cfg!(feature = "flash-attn") {
+            tracing::warn!(
+                "VISLINGO_FLASH_ATTN=1, but this build has no flash-attn feature: attention materialises scores"
+            );
+        }
+        asked && cfg!(feature = "flash-attn")
+    })
+}
+
+/// Flash attention of pre-scaled `(batch, heads, len, d)` queries, whatever `VISLINGO_FLASH_ATTN` says (for
+/// checking the kernels against [`attend_materialised`]): an error in a build without the `flash-attn` feature, off
+/// CUDA, or for a dtype or head dimension the kernels lack.
+pub fn attend_flash(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    flash::run(q, k, v)?.ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "no flash attention for {:?} {:?} on {:?} (the flash-attn feature: {})",
+            q.dtype(),
+            q.dims(),
+            q.device(),
+            cfg!(feature = "flash-attn")
+        ))
+    })
+}
+
+#[cfg(feature = "flash-attn")]
+mod flash {
+    use candle_core::{Result, Tensor};
+
+    /// [`super::attend`]'s flash path: `None` where it does not apply (not enabled, or see [`run`]).
+    pub(super) fn attend(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+        if !super::flash_attention_enabled() {
+            return Ok(None);
+        }
+        run(q, k, v)
+    }
+
+    /// Flash attention from `worker/flash-attn`; `None` off CUDA or for a dtype, rank or head dimension the
+    /// kernels lack.
+    pub(super) fn run(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+        if !q.device().is_cuda() || q.rank() != 4 || !vislingo_flash_attn::supports(q.dtype(), q.dim(3)?) {
+            return Ok(None);
+        }
+        // The kernels take (batch, len, heads, d) with any batch, position and head strides: views, no copies.
+        let out = vislingo_flash_attn::flash_attn(&q.transpose(1, 2)?, &k.transpose(1, 2)?, &v.transpose(1, 2)?, 1.0)?;
+        Ok(Some(out.transpose(1, 2)?))
+    }
+}
+
+#[cfg(not(feature = "flash-attn"))]
+mod flash {
+    use candle_core::{Result, Tensor};
+
+    pub(super) fn attend(_: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    pub(super) fn run(_: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+}
+
+/// [`attend`] from materialised scores (`q·kᵀ`, softmax, product with `v`), whatever the build: the reference the
+/// flash kernels are checked against.
+pub fn attend_materialised(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let scores = q.matmul(&k.t()?)?;
     let scores = match mask {
         Some(mask) => scores.broadcast_add(mask)?,
