@@ -8,7 +8,8 @@
 #                                  # (VL_COUNT, VL_BATCH, VL_REF_BATCH, VL_NEW_TOKENS, VL_QUANTS, VL_REFERENCE,
 #                                  # VL_FRAMES for videos, VL_TASK_TOKENS=256,64,64,128 for a continuous
 #                                  # batching run of four tasks per image, VL_ATTENTION="candle vislingo flash"
-#                                  # to compare the attention kernels; parity takes it too)
+#                                  # to compare the attention kernels; parity takes it too; VL_ENGINES=vislingo
+#                                  # or transformers runs one side only)
 #   VL_FLASH_ATTN=1 bash bench/gpu.sh build   # adds flash attention to vlm-gpu-bench (~20 min more, once)
 #
 # The build follows ../shared/gpu (CUDA 13.0 wheels from PyPI, CUDA_COMPUTE_CAP=90: H100/H200 only). The GPU
@@ -167,8 +168,10 @@ describe() {
   # One run per quantization and attention variant of VL_ATTENTION: candle (candle's softmax), vislingo
   # (csrc/softmax.cu), flash (flash attention in the vision encoders, candle's softmax elsewhere; a VL_FLASH_ATTN=1
   # build).
-  local quant variant kernel flash name
+  local quant variant kernel flash name engines="${VL_ENGINES:-vislingo transformers}"
+  [[ " $engines " == *" vislingo "* ]] || VL_QUANTS=skip
   for quant in ${VL_QUANTS:-none}; do
+    [[ "$quant" == skip ]] && continue
     for variant in ${VL_ATTENTION:-candle}; do
       name="vislingo-$tag-$quant" kernel="$variant" flash=0
       [[ "$variant" == flash ]] && kernel=candle flash=1
@@ -180,7 +183,7 @@ describe() {
         2>&1 | tee "$OUT/$name.log" | grep --line-buffered -v '^ *[0-9]*: ' || true
     done
   done
-  if [[ "${VL_REFERENCE:-article,batched,best}" != none ]]; then
+  if [[ " $engines " == *" transformers "* && "${VL_REFERENCE:-article,batched,best}" != none ]]; then
     with_vram "transformers-$tag" python3 bench/gpu_reference.py "${inputs[@]}" --batch "${VL_REF_BATCH:-32}" \
       --pipelines "${VL_REFERENCE:-article,batched,best}" --json "$OUT/transformers-$tag.json" || true
   fi
@@ -191,5 +194,5 @@ case "${1:-}" in
   parity) parity ;;
   checkpoints) checkpoints ;;
   describe) describe ;;
-  *) sed -n '2,11p' "$0"; exit 64 ;;
+  *) sed -n '2,12p' "$0"; exit 64 ;;
 esac
