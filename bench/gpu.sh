@@ -174,7 +174,7 @@ describe() {
     [[ "$quant" == skip ]] && continue
     for variant in ${VL_ATTENTION:-candle}; do
       name="vislingo-$tag-$quant" kernel="$variant" flash=0
-      [[ "$variant" == flash ]] && kernel=candle flash=1
+      [[ "$variant" == flash ]] && kernel=vislingo flash=1
       [[ "$variant" == candle ]] || name="$name-$variant"
       VISLINGO_SOFTMAX_KERNEL="$kernel" VISLINGO_FLASH_ATTN="$flash" \
         with_vram "$name" gpu "$WORK/bin/vlm-gpu-bench" describe "${inputs[@]}" \

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,12 @@ class Vlm:
         self.model = Model.from_pretrained(model_dir, dtype=torch.bfloat16).to("cuda").eval()
         sync()
         self.load_s = time.perf_counter() - started
-        self.processor = AutoProcessor.from_pretrained(model_dir)
+        try:
+            self.processor = AutoProcessor.from_pretrained(model_dir)
+        except RecursionError:
+            # transformers 5's AutoProcessor loops on a LLaVA-NeXT-Video folder without video_preprocessor_config.json
+            # (as the 4.x-era Hub layout has it): the processor is assembled from its parts instead.
+            self.processor = llava_next_video_processor(model_dir)
         self.processor.tokenizer.padding_side = "left"
         media = {"type": "video"} if frames else {"type": "image"}
         messages = [{"role": "user", "content": [media, {"type": "text", "text": prompt}]}]
@@ -92,6 +98,27 @@ class Vlm:
         one = timed(1)
         more = timed(1 + step_tokens)
         return {"batch": len(images), "first_token_ms": one * 1e3, "step_ms": (more - one) / step_tokens * 1e3}
+
+
+def llava_next_video_processor(model_dir: str):
+    """`LlavaNextVideoProcessor` from a folder's preprocessor_config.json (shared by its image and video
+    processors, as in the Hub repo), processor_config.json, chat_template.json and tokenizer."""
+    from transformers import AutoTokenizer, LlavaNextImageProcessor, LlavaNextVideoProcessor
+    from transformers.models.llava_next_video.video_processing_llava_next_video import LlavaNextVideoVideoProcessor
+
+    folder = Path(model_dir)
+    pre = json.loads((folder / "preprocessor_config.json").read_text())
+    video_keys = ("size", "crop_size", "image_mean", "image_std", "resample", "rescale_factor", "do_resize",
+                  "do_center_crop", "do_rescale", "do_normalize", "do_convert_rgb")
+    video_processor = LlavaNextVideoVideoProcessor(**{k: pre[k] for k in video_keys if k in pre})
+    settings = json.loads((folder / "processor_config.json").read_text())
+    settings.pop("processor_class", None)
+    template = folder / "chat_template.json"
+    chat_template = json.loads(template.read_text())["chat_template"] if template.exists() else None
+    return LlavaNextVideoProcessor(video_processor=video_processor,
+                                   image_processor=LlavaNextImageProcessor.from_pretrained(model_dir),
+                                   tokenizer=AutoTokenizer.from_pretrained(model_dir), chat_template=chat_template,
+                                   **settings)
 
 
 class Nllb:
@@ -133,6 +160,9 @@ def main() -> None:
     ap.add_argument("--prompt", default="Describe this in detail.")
     ap.add_argument("--frames", type=int, help="videos of this many frames (LLaVA-NeXT-Video) instead of images")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--probe-static", action="store_true",
+                    help="only try a static-cache generate at --batch and exit 0 if it works (run as a child process: "
+                         "a failed try can leave a device-side assert that ends the CUDA context)")
     args = ap.parse_args()
 
     import torch
@@ -143,6 +173,9 @@ def main() -> None:
     vlm = Vlm(args.model, args.prompt, args.frames)
     log(f"transformers: vision model loaded in {vlm.load_s:.1f} s")
     images = load_images(args.images, max(args.count, args.batch))
+    if args.probe_static:
+        vlm.generate(images[:args.batch], 4, cache_implementation="static")
+        return
     vlm.generate(images[:2], 4)  # warm-up
 
     for pipeline in args.pipelines.split(","):
@@ -171,15 +204,20 @@ def main() -> None:
         elif pipeline in ("batched", "best"):
             extra = {}
             if pipeline == "best":
-                extra = {"cache_implementation": "static"}
-                try:
+                # The model may not support a static cache (transformers 5.17's Mllama does not): tried in a child
+                # process first, since a failure there can end this process's CUDA context.
+                probe = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--probe-static"],
+                                       capture_output=True, text=True)
+                if probe.returncode == 0:
+                    extra = {"cache_implementation": "static"}
                     vlm.generate(images[:args.batch], 4, **extra)  # compiles
                     report["static_cache"] = True
-                except Exception as error:  # the model may not support a static cache: say so, run without
-                    log(f"transformers-best: static cache unavailable ({type(error).__name__}: {error}); dynamic cache")
+                else:
+                    error = next((line for line in reversed(probe.stderr.splitlines()) if "Error" in line),
+                                 probe.stderr.strip()[-300:])
+                    log(f"transformers-best: static cache unavailable ({error}); dynamic cache")
                     report["static_cache"] = False
-                    report["static_cache_error"] = f"{type(error).__name__}: {error}"[:300]
-                    extra = {}
+                    report["static_cache_error"] = error[:300]
             steps = [vlm.step_ms(images[:1], args.step_tokens, **extra),
                      vlm.step_ms(images[:args.batch], args.step_tokens, **extra)]
             nllb = Nllb(args.translator, torch.float16) if pipeline == "best" else None
@@ -207,8 +245,8 @@ def main() -> None:
         report["peak_vram_gib"] = torch.cuda.max_memory_allocated() / 2**30
         reports.append(report)
         print(json.dumps(report), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(reports, indent=1))
+        if args.json:  # after each pipeline, so a later one that fails loses nothing
+            args.json.write_text(json.dumps(reports, indent=1))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # Runs a plan of bench/gpu.sh steps on the GPU machine in the background, so that one machine's lease (up to 30
 # minutes) serves a plan longer than the device tool's 10-minute command limit: the first call starts the plan and
 # waits, each later call (made while the machine is still warm) waits again; every call copies what the plan has
-# written so far into $OUT as one archive, so a call cut short still brings its results back.
+# written so far into $OUT as one archive (every 30 s, so a call cut short still brings its results back).
 #
 #   bash bench/gpu/lease.sh start bench/gpu/plan-full.sh [WAIT_S]   # starts the plan (setsid), waits WAIT_S
 #   bash bench/gpu/lease.sh wait [WAIT_S]                           # waits again (default 560 s)
@@ -28,6 +28,8 @@ wait_for_plan() {
     [[ -f "$STATE/done" ]] && break
     sleep 5
     waited=$((waited + 5))
+    # Every 30 s, so a call stopped at its limit still brings back what was done.
+    ((waited % 30 == 0)) && collect
   done
   echo "== progress after ${waited} s of this call:"
   cat "$RESULTS/progress.txt" 2>/dev/null

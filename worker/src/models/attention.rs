@@ -21,16 +21,16 @@ pub enum SoftmaxKernel {
 }
 
 impl SoftmaxKernel {
-    /// `VISLINGO_SOFTMAX_KERNEL` (`candle` or `vislingo`), read once; `candle` until `csrc/softmax.cu` has passed the
-    /// parity tests on a GPU (`VL_ATTENTION="candle vislingo" bash bench/gpu.sh parity`).
+    /// `VISLINGO_SOFTMAX_KERNEL` (`vislingo`, the default, or `candle`), read once. Both pass the CUDA parity tests
+    /// (`VL_ATTENTION="candle vislingo" bash bench/gpu.sh parity`); vislingo's is the faster (BENCHMARKS.md, GPU).
     pub fn configured() -> SoftmaxKernel {
         static CONFIGURED: std::sync::OnceLock<SoftmaxKernel> = std::sync::OnceLock::new();
         *CONFIGURED.get_or_init(|| match std::env::var("VISLINGO_SOFTMAX_KERNEL").as_deref() {
-            Ok("vislingo") => SoftmaxKernel::Vislingo,
-            Ok("candle") | Ok("") | Err(_) => SoftmaxKernel::Candle,
+            Ok("vislingo") | Ok("") | Err(_) => SoftmaxKernel::Vislingo,
+            Ok("candle") => SoftmaxKernel::Candle,
             Ok(other) => {
-                tracing::warn!(value = other, "VISLINGO_SOFTMAX_KERNEL is candle or vislingo: using candle");
-                SoftmaxKernel::Candle
+                tracing::warn!(value = other, "VISLINGO_SOFTMAX_KERNEL is vislingo or candle: using vislingo");
+                SoftmaxKernel::Vislingo
             }
         })
     }
@@ -168,18 +168,18 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Resu
     attend_materialised(q, k, v, mask)
 }
 
-/// Whether unmasked attention on CUDA runs as flash attention: a build with the `flash-attn` feature and
-/// `VISLINGO_FLASH_ATTN=1` (read once), until the kernels have passed on a GPU (docs/gpu.md).
+/// Whether unmasked attention on CUDA runs as flash attention: in a build with the `flash-attn` feature unless
+/// `VISLINGO_FLASH_ATTN=0` (read once). The kernels pass `vlm-gpu-bench check-attention` on an H100 (docs/gpu.md).
 pub fn flash_attention_enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| {
-        let asked = std::env::var("VISLINGO_FLASH_ATTN").is_ok_and(|v| v == "1");
-        if asked && !cfg!(feature = "flash-attn") {
+        let setting = std::env::var("VISLINGO_FLASH_ATTN").unwrap_or_default();
+        if setting == "1" && !cfg!(feature = "flash-attn") {
             tracing::warn!(
                 "VISLINGO_FLASH_ATTN=1, but this build has no flash-attn feature: attention materialises scores"
             );
         }
-        asked && cfg!(feature = "flash-attn")
+        setting != "0" && cfg!(feature = "flash-attn")
     })
 }
 

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
 use super::processor::LlavaNextProcessor;
 use super::text::LlamaSession;
@@ -191,28 +192,40 @@ impl LlavaNextChat {
         let mut timings = BatchTimings::default();
         let started = Instant::now();
         let device = self.model.device().clone();
-        let mut processed: Vec<(MediaKey, Processed)> = Vec::new();
+        let medium = |prompt: &MediaPrompt<'m>| match prompt.media {
+            Media::Image(image) => (MediaKey::image(image), false),
+            Media::Video(frames) => (MediaKey::video(frames), true),
+        };
+        // The media not yet in the cache, each once, preprocessed in parallel (CPU work the GPU would wait on).
+        let mut missing: Vec<(MediaKey, &MediaPrompt<'m>)> = Vec::new();
+        for prompt in prompts {
+            let (key, _) = medium(prompt);
+            if cache.get(key).is_none() && !missing.iter().any(|(k, _)| *k == key) {
+                missing.push((key, prompt));
+            }
+        }
+        let processed: Vec<(MediaKey, Processed)> = missing
+            .par_iter()
+            .map(|&(key, prompt)| {
+                Ok((
+                    key,
+                    match prompt.media {
+                        Media::Image(image) => Processed::Image(self.processor.image.preprocess_image(image)?),
+                        Media::Video(frames) => Processed::Video(self.processor.video.preprocess_video(frames)?),
+                    },
+                ))
+            })
+            .collect::<Result<_, ChatError>>()?;
         let mut ids = Vec::with_capacity(prompts.len());
         let mut keys = Vec::with_capacity(prompts.len());
         for prompt in prompts {
-            let (key, video) = match prompt.media {
-                Media::Image(image) => (MediaKey::image(image), false),
-                Media::Video(frames) => (MediaKey::video(frames), true),
-            };
+            let (key, video) = medium(prompt);
             let tokens = match cache.get(key) {
                 Some(cached) => cached.count,
-                None => match processed.iter().find(|(k, _)| *k == key) {
-                    Some((_, p)) => self.media_tokens(p),
-                    None => {
-                        let p = match prompt.media {
-                            Media::Image(image) => Processed::Image(self.processor.image.preprocess_image(image)?),
-                            Media::Video(frames) => Processed::Video(self.processor.video.preprocess_video(frames)?),
-                        };
-                        let tokens = self.media_tokens(&p);
-                        processed.push((key, p));
-                        tokens
-                    }
-                },
+                None => {
+                    let (_, p) = processed.iter().find(|(k, _)| *k == key).expect("every missing medium processed");
+                    self.media_tokens(p)
+                }
             };
             ids.push(self.prompt_ids(prompt.text, video, tokens)?);
             keys.push(key);

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
 use super::processor::MllamaImageProcessor;
 use super::text::TextSession;
@@ -186,8 +187,9 @@ impl MllamaChat {
                 missing.push((*key, prompt.image));
             }
         }
+        // In parallel: the CPU work the GPU would otherwise wait on.
         let processed =
-            missing.iter().map(|(_, image)| self.processor.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
+            missing.par_iter().map(|(_, image)| self.processor.preprocess(image)).collect::<Result<Vec<_>, _>>()?;
         timings.preprocess_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();

@@ -13,6 +13,7 @@ use vislingo_proto::Lang;
 
 use crate::models::generate::{self, DecodeSession, EarlyStopping, GenerationParams, RowRequest, Strategy};
 use crate::models::hub::{read_json, HubError, ModelRepo, WeightFiles};
+use crate::models::profile;
 pub use config::{GenerationDefaults, M2M100Config};
 pub use model::M2M100;
 pub use segment::{Segmentation, Segmented};
@@ -306,8 +307,10 @@ impl Translator {
         params: &GenerationParams,
         generated: &mut std::collections::HashMap<(usize, u32), Vec<u32>>,
     ) -> Result<(), TranslateError> {
+        let started = std::time::Instant::now();
         let inputs: Vec<Vec<u32>> = segments.iter().map(|&s| segment_ids[s].clone()).collect();
         let encoded = self.model.encode(&inputs)?;
+        let encoded_s = profile::lap(self.model.device(), started);
         let mut session = self.model.start_decoding(&encoded)?;
         let mut expand = Vec::new();
         let mut rows = Vec::new();
@@ -321,7 +324,19 @@ impl Translator {
         let start = self.model.config().decoder_start_token_id;
         let requests: Vec<RowRequest> =
             rows.iter().map(|&(_, lang_id)| RowRequest { prompt: vec![start], forced: vec![lang_id] }).collect();
+        let prepared_s = profile::lap(self.model.device(), started);
         let outputs = generate::generate(&mut session, &requests, params)?;
+        if profile::enabled() {
+            let steps = outputs.iter().map(|o| o.tokens.len().saturating_sub(o.prompt_len)).max().unwrap_or(0);
+            profile::report(
+                &format!("nllb chunk of {} segments, {} rows, {steps} steps", segments.len(), rows.len()),
+                &[
+                    ("encode", encoded_s),
+                    ("cross keys/values", prepared_s - encoded_s),
+                    ("generate", profile::lap(self.model.device(), started) - prepared_s),
+                ],
+            );
+        }
         for (row, output) in rows.into_iter().zip(outputs) {
             generated.insert(row, output.tokens);
         }

@@ -9,6 +9,7 @@ use candle_nn::{layer_norm, Embedding, LayerNorm, Linear, VarBuilder};
 use super::config::{Activation, M2M100Config};
 use crate::models::generate::DecodeSession;
 use crate::models::linear::DenseLinear;
+use crate::models::profile;
 
 /// transformers' `nn.LayerNorm` default.
 const LAYER_NORM_EPS: f64 = 1e-5;
@@ -388,9 +389,19 @@ impl DecodeSession for Decoding<'_> {
 
     fn forward(&mut self, new_tokens: &[Vec<u32>]) -> Result<Tensor> {
         let model = self.model;
+        let started = std::time::Instant::now();
         let hidden = model.decode(self, new_tokens)?;
+        let decoded = profile::lap(&model.device, started);
         let last = hidden.i((.., hidden.dim(1)? - 1, ..))?.contiguous()?;
-        model.lm_head.forward(&last)?.to_dtype(DType::F32)
+        let logits = model.lm_head.forward(&last)?.to_dtype(DType::F32)?;
+        if profile::enabled() {
+            let rows = self.rows;
+            profile::report(
+                &format!("nllb step, {rows} rows, past {}", self.past_len),
+                &[("decoder layers", decoded), ("lm head", profile::lap(&model.device, started) - decoded)],
+            );
+        }
+        Ok(logits)
     }
 
     fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
