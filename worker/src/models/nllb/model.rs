@@ -235,12 +235,15 @@ impl M2M100 {
             .into_iter()
             .find(|name| model.contains_tensor(&format!("{name}.weight")))
             .unwrap_or("shared");
+        let tied = config.tie_word_embeddings || !vb.contains_tensor("lm_head.weight");
         let embedding_weight = model.pp(shared).get((config.vocab_size, d), "weight")?;
-        let lm_head_weight = if config.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
-            embedding_weight.clone()
+        let lm_head_weight = if tied {
+            padded_for_cuda(&embedding_weight)?
         } else {
-            vb.pp("lm_head").get((config.vocab_size, d), "weight")?
+            padded_for_cuda(&vb.pp("lm_head").get((config.vocab_size, d), "weight")?)?
         };
+        // Tied weights stay one tensor: the embedding reads the padded head's first rows.
+        let embedding_weight = if tied { lm_head_weight.narrow(0, 0, config.vocab_size)? } else { embedding_weight };
         let encoder = model.pp("encoder");
         let decoder = model.pp("decoder");
         let encoder_layers = (0..config.encoder_layers)
@@ -369,7 +372,7 @@ impl M2M100 {
     /// LM-head logits of every position, `(rows, len, vocab)` (for parity checks; generation uses the last).
     pub fn decode_logits(&self, session: &mut Decoding, tokens: &[Vec<u32>]) -> Result<Tensor> {
         let hidden = self.decode(session, tokens)?;
-        self.lm_head.forward(&hidden)
+        self.lm_head.forward(&hidden)?.narrow(candle_core::D::Minus1, 0, self.config.vocab_size)
     }
 }
 
@@ -393,7 +396,11 @@ impl DecodeSession for Decoding<'_> {
         let hidden = model.decode(self, new_tokens)?;
         let decoded = profile::lap(&model.device, started);
         let last = hidden.i((.., hidden.dim(1)? - 1, ..))?.contiguous()?;
-        let logits = model.lm_head.forward(&last)?.to_dtype(DType::F32)?;
+        let logits = model
+            .lm_head
+            .forward(&last)?
+            .narrow(candle_core::D::Minus1, 0, model.config.vocab_size)?
+            .to_dtype(DType::F32)?;
         if profile::enabled() {
             let rows = self.rows;
             profile::report(
@@ -417,6 +424,21 @@ impl DecodeSession for Decoding<'_> {
         self.rows = rows.len();
         Ok(())
     }
+}
+
+/// On CUDA the LM head's rows are padded with zeros to a multiple of this, and its logits narrowed back to the
+/// vocabulary: cuBLAS's fast half-precision kernels want the logits' row length 16-byte aligned, and NLLB's 256,206
+/// tokens are not.
+const CUDA_VOCAB_ALIGNMENT: usize = 64;
+
+/// `weight` `(vocab, d)` with zero rows appended up to [`CUDA_VOCAB_ALIGNMENT`] on CUDA; as it is elsewhere.
+fn padded_for_cuda(weight: &Tensor) -> Result<Tensor> {
+    let (vocab, d) = weight.dims2()?;
+    let padding = vocab.next_multiple_of(CUDA_VOCAB_ALIGNMENT) - vocab;
+    if !weight.device().is_cuda() || padding == 0 {
+        return Ok(weight.clone());
+    }
+    Tensor::cat(&[weight, &Tensor::zeros((padding, d), weight.dtype(), weight.device())?], 0)
 }
 
 /// Additive causal mask `(len, past + len)` for new tokens that follow `past` cached ones.
