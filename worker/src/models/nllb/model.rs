@@ -229,6 +229,13 @@ impl M2M100 {
     /// Loads the weights by their Hub names (`model.encoder.layers.0.self_attn.q_proj.weight`, ...). The
     /// embedding matrix is `model.shared.weight`, or one of its tied copies when a checkpoint saved only those.
     pub fn new(config: &M2M100Config, vb: VarBuilder) -> Result<Self> {
+        let alignment = if vb.device().is_cuda() { CUDA_VOCAB_ALIGNMENT } else { 1 };
+        Self::with_vocab_alignment(config, vb, alignment)
+    }
+
+    /// [`M2M100::new`] with the LM head's rows padded to a multiple of `alignment` (tests force the CUDA layout
+    /// on the CPU).
+    fn with_vocab_alignment(config: &M2M100Config, vb: VarBuilder, alignment: usize) -> Result<Self> {
         let d = config.d_model;
         let model = vb.pp("model");
         let shared = ["shared", "encoder.embed_tokens", "decoder.embed_tokens"]
@@ -238,9 +245,9 @@ impl M2M100 {
         let tied = config.tie_word_embeddings || !vb.contains_tensor("lm_head.weight");
         let embedding_weight = model.pp(shared).get((config.vocab_size, d), "weight")?;
         let lm_head_weight = if tied {
-            padded_for_cuda(&embedding_weight)?
+            padded_rows(&embedding_weight, alignment)?
         } else {
-            padded_for_cuda(&vb.pp("lm_head").get((config.vocab_size, d), "weight")?)?
+            padded_rows(&vb.pp("lm_head").get((config.vocab_size, d), "weight")?, alignment)?
         };
         // Tied weights stay one tensor: the embedding reads the padded head's first rows.
         let embedding_weight = if tied { lm_head_weight.narrow(0, 0, config.vocab_size)? } else { embedding_weight };
@@ -431,11 +438,11 @@ impl DecodeSession for Decoding<'_> {
 /// tokens are not.
 const CUDA_VOCAB_ALIGNMENT: usize = 64;
 
-/// `weight` `(vocab, d)` with zero rows appended up to [`CUDA_VOCAB_ALIGNMENT`] on CUDA; as it is elsewhere.
-fn padded_for_cuda(weight: &Tensor) -> Result<Tensor> {
+/// `weight` `(vocab, d)` with zero rows appended up to a multiple of `alignment`.
+fn padded_rows(weight: &Tensor, alignment: usize) -> Result<Tensor> {
     let (vocab, d) = weight.dims2()?;
-    let padding = vocab.next_multiple_of(CUDA_VOCAB_ALIGNMENT) - vocab;
-    if !weight.device().is_cuda() || padding == 0 {
+    let padding = vocab.next_multiple_of(alignment.max(1)) - vocab;
+    if padding == 0 {
         return Ok(weight.clone());
     }
     Tensor::cat(&[weight, &Tensor::zeros((padding, d), weight.dtype(), weight.device())?], 0)
@@ -483,6 +490,38 @@ mod tests {
         // position 2, frequency 0 is 1: sin(2), cos(2)
         assert!((table[2][0] - 2f32.sin()).abs() < 1e-7);
         assert!((table[2][4] - 2f32.cos()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn a_padded_lm_head_gives_the_same_logits() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nllb-tiny");
+        let config: M2M100Config =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        assert_ne!(config.vocab_size % CUDA_VOCAB_ALIGNMENT, 0, "the fixture's vocabulary must need padding");
+        let load = |alignment| {
+            let vb = unsafe {
+                VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)
+            }
+            .unwrap();
+            M2M100::with_vocab_alignment(&config, vb, alignment).unwrap()
+        };
+        let (plain, padded) = (load(1), load(CUDA_VOCAB_ALIGNMENT));
+        assert_eq!(padded.lm_head.weight().dim(0).unwrap() % CUDA_VOCAB_ALIGNMENT, 0);
+        let source = vec![vec![5, 17, 99, 2], vec![8, 40, 2]];
+        let run = |model: &M2M100| {
+            let encoded = model.encode(&source).unwrap();
+            let mut session = model.start_decoding(&encoded).unwrap();
+            let all = model.decode_logits(&mut session, &[vec![2, 30], vec![2, 31]]).unwrap();
+            let step = session.forward(&[vec![44], vec![45]]).unwrap();
+            (all.to_dtype(DType::F32).unwrap().flatten_all().unwrap(), step.flatten_all().unwrap())
+        };
+        let ((plain_all, plain_step), (padded_all, padded_step)) = (run(&plain), run(&padded));
+        assert_eq!(plain_all.dims(), padded_all.dims());
+        assert_eq!(plain_step.dims(), &[2 * config.vocab_size]);
+        let largest =
+            |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(largest(&plain_all, &padded_all) < 1e-6);
+        assert!(largest(&plain_step, &padded_step) < 1e-6);
     }
 
     #[test]
