@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use vislingo_proto::result::{
     AssetError, MediaInfo, ResultRequest, Timings, Translation, VideoMedia, RESULT_SCHEMA_VERSION,
 };
@@ -128,9 +130,9 @@ impl<'a> Pipeline<'a> {
     pub fn process(&self, assets: &[AssetBytes]) -> Vec<Processed> {
         let started = Instant::now();
         let mut scheduler = Scheduler::new(self);
-        for (index, asset) in assets.iter().enumerate() {
-            scheduler.submit(index as u64, asset, self.default_request());
-        }
+        scheduler.submit_all(
+            assets.iter().enumerate().map(|(index, asset)| (index as u64, asset, self.default_request())).collect(),
+        );
         let mut processed: Vec<Option<Processed>> = (0..assets.len()).map(|_| None).collect();
         while !scheduler.is_idle() {
             for (tag, p) in scheduler.step() {
@@ -377,17 +379,33 @@ impl<'p, 'a> Scheduler<'p, 'a> {
     /// Takes an asset in: decodes it now; it joins the decode batch at the next [`Scheduler::step`], which hands
     /// it back with `tag`.
     pub fn submit(&mut self, tag: u64, asset: &AssetBytes, request: AssetRequest) {
-        let (caller_tag, tag) = (tag, self.next_id);
-        self.next_id += 1;
-        let mut processed = self.pipeline.empty_result(&asset.key, &request);
-        let decoded = self.pipeline.decode(asset, &request, &mut processed);
-        let rows_left = request.tasks.len();
-        let task_seconds = vec![0.0; rows_left];
-        let submitted = Instant::now();
-        self.assets.insert(tag, InFlight { tag: caller_tag, processed, request, rows_left, task_seconds, submitted });
-        match decoded {
-            Some(decoded) if rows_left > 0 => self.waiting.push((tag, decoded)),
-            _ => self.finished.push(tag),
+        self.submit_all(vec![(tag, asset, request)]);
+    }
+
+    /// [`Scheduler::submit`] for several assets, decoded in parallel (image and video decoding is CPU work the
+    /// GPU would otherwise wait on between steps).
+    pub fn submit_all(&mut self, assets: Vec<(u64, &AssetBytes, AssetRequest)>) {
+        let pipeline = self.pipeline;
+        let decoded: Vec<_> = assets
+            .into_par_iter()
+            .map(|(tag, asset, request)| {
+                let mut processed = pipeline.empty_result(&asset.key, &request);
+                let decoded = pipeline.decode(asset, &request, &mut processed);
+                (tag, request, processed, decoded)
+            })
+            .collect();
+        for (caller_tag, request, processed, decoded) in decoded {
+            let tag = self.next_id;
+            self.next_id += 1;
+            let rows_left = request.tasks.len();
+            let task_seconds = vec![0.0; rows_left];
+            let submitted = Instant::now();
+            self.assets
+                .insert(tag, InFlight { tag: caller_tag, processed, request, rows_left, task_seconds, submitted });
+            match decoded {
+                Some(decoded) if rows_left > 0 => self.waiting.push((tag, decoded)),
+                _ => self.finished.push(tag),
+            }
         }
     }
 

@@ -397,13 +397,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         let decoding_started = Instant::now();
         loop {
             let mut records = Vec::new();
-            while scheduler.in_flight() < args.batch_size && !interrupted() {
+            // The free places, read now and decoded together (in parallel) by submit_all.
+            let mut read = Vec::new();
+            while scheduler.in_flight() + read.len() < args.batch_size && !interrupted() {
                 let Some((tag, asset)) = next.next() else { break };
                 match fs::read(plan.folder.join(&asset.key)) {
                     Ok(bytes) => {
                         tally.bytes += bytes.len() as u64;
-                        let bytes = AssetBytes { key: asset.key.clone(), bytes };
-                        scheduler.submit(tag as u64, &bytes, pipeline.default_request());
+                        read.push((tag as u64, AssetBytes { key: asset.key.clone(), bytes }));
                     }
                     Err(error) => {
                         let message = format!("{}: cannot read the file: {error}", asset.key);
@@ -412,6 +413,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     }
                 }
             }
+            scheduler.submit_all(read.iter().map(|(tag, bytes)| (*tag, bytes, pipeline.default_request())).collect());
             let idle = scheduler.is_idle();
             if !idle {
                 records.extend(scheduler.step().into_iter().map(|(_, processed)| processed.result));

@@ -161,6 +161,7 @@ fn model_thread(
         while let Ok(request) = receiver.try_recv() {
             arrived.push(request);
         }
+        let mut submitted = Vec::with_capacity(arrived.len());
         for EngineRequest { item, reply } in arrived {
             super::fault::at(super::fault::FaultPoint::BeforePipeline, &item.asset.key);
             let video = match item.frames {
@@ -168,10 +169,12 @@ fn model_thread(
                 None => pipeline.settings.video.clone(),
             };
             let request = AssetRequest { tasks: item.tasks, langs: item.langs, video };
-            scheduler.submit(next_tag, &item.asset, request.clone());
-            waiting.insert(next_tag, (reply, item.asset.key, request));
+            waiting.insert(next_tag, (reply, item.asset.key.clone(), request.clone()));
+            submitted.push((next_tag, item.asset, request));
             next_tag += 1;
         }
+        // Decoded together, in parallel.
+        scheduler.submit_all(submitted.iter().map(|(tag, asset, request)| (*tag, asset, request.clone())).collect());
         let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| scheduler.step()));
         decode_rows.set(scheduler.rows() as i64);
         match stepped {
