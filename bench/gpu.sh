@@ -113,27 +113,30 @@ parity() {
   export VISLINGO_TEST_DEVICE=cuda:0 HF_HUB_OFFLINE=1
   local failed=0
   # Flash attention against materialised attention (when built in), the softmax kernels against an f64 softmax
-  # (both kernels in one run), then the model suites with each softmax kernel named in VL_ATTENTION (candle,
-  # vislingo; the test binaries have no flash attention).
+  # (both kernels in one run), then the model suites with each softmax kernel named in VL_ATTENTION (vislingo, the
+  # default, and candle; the test binaries have no flash attention), and with the fused MLP kernel.
   if [[ -f "$GPU_DIR/flash-attn" ]]; then
     echo "== vlm-gpu-bench check-attention" | tee -a "$OUT/summary.txt"
     gpu "$WORK/bin/vlm-gpu-bench" check-attention --json "$OUT/check-attention.json" 2>&1 |
       tee "$OUT/check-attention.log" | tee -a "$OUT/summary.txt" || failed=1
     grep -q '"pass": true' "$OUT/check-attention.json" 2>/dev/null || failed=1
   fi
-  local runs=(softmax_kernels:) kernel t
-  for kernel in ${VL_ATTENTION:-candle}; do
+  local runs=(softmax_kernels:) kernel t variant
+  for kernel in ${VL_ATTENTION:-vislingo}; do
     [[ "$kernel" == flash ]] && continue
     for t in parity_nllb parity_mllama parity_llava_next; do runs+=("$t:$kernel"); done
   done
+  # The Llama MLPs' fused silu * up kernel (opt-in, VISLINGO_FUSED_MLP=1) through the two suites that use it.
+  if [[ "${VL_FUSED_MLP:-1}" == 1 ]]; then runs+=(parity_mllama:fused parity_llava_next:fused); fi
   for run in "${runs[@]}"; do
-    t="${run%%:*}" kernel="${run#*:}"
-    echo "== $t on cuda:0${kernel:+ (softmax: $kernel)}" | tee -a "$OUT/summary.txt"
+    t="${run%%:*}" variant="${run#*:}"
+    local log="$OUT/$t${variant:+-$variant}.log" kernel="${variant:-vislingo}" fused=0
+    [[ "$variant" == fused ]] && kernel=vislingo fused=1
+    echo "== $t on cuda:0${variant:+ (variant: $variant)}" | tee -a "$OUT/summary.txt"
     # Every suite runs, whatever the one before gave; the exit status says whether all passed.
-    VISLINGO_SOFTMAX_KERNEL="${kernel:-candle}" gpu "$WORK/bin/$t" --test-threads 1 --nocapture 2>&1 |
-      tee "$OUT/$t${kernel:+-$kernel}.log" |
-      { grep -E '^test |test result|panicked|error|diff|max' || true; } | tail -40
-    grep -q '^test result: ok' "$OUT/$t${kernel:+-$kernel}.log" || failed=1
+    VISLINGO_SOFTMAX_KERNEL="$kernel" VISLINGO_FUSED_MLP="$fused" gpu "$WORK/bin/$t" --test-threads 1 --nocapture 2>&1 |
+      tee "$log" | { grep -E '^test |test result|panicked|error|diff|max' || true; } | tail -40
+    grep -q '^test result: ok' "$log" || failed=1
   done
   return "$failed"
 }
@@ -165,14 +168,14 @@ describe() {
   if [[ -n "${VL_FRAMES:-}" ]]; then model="$WORK/llava-7b"; tag=videos; frames=(--frames "$VL_FRAMES"); fi
   local inputs=(--model "$model" --translator "$WORK/nllb-600m" --images "$WORK/inputs/images"
     --texts "$WORK/inputs/texts.json" --count "$count" --new-tokens "$tokens" "${frames[@]}")
-  # One run per quantization and attention variant of VL_ATTENTION: candle (candle's softmax), vislingo
-  # (csrc/softmax.cu), flash (flash attention in the vision encoders, candle's softmax elsewhere; a VL_FLASH_ATTN=1
-  # build).
+  # One run per quantization and attention variant of VL_ATTENTION: flash (the default: flash attention in the
+  # vision encoders, csrc/softmax.cu elsewhere; a VL_FLASH_ATTN=1 build), vislingo (csrc/softmax.cu everywhere),
+  # candle (candle's softmax everywhere). VISLINGO_FUSED_MLP passes through.
   local quant variant kernel flash name engines="${VL_ENGINES:-vislingo transformers}"
   [[ " $engines " == *" vislingo "* ]] || VL_QUANTS=skip
   for quant in ${VL_QUANTS:-none}; do
     [[ "$quant" == skip ]] && continue
-    for variant in ${VL_ATTENTION:-candle}; do
+    for variant in ${VL_ATTENTION:-flash}; do
       name="vislingo-$tag-$quant" kernel="$variant" flash=0
       [[ "$variant" == flash ]] && kernel=vislingo flash=1
       [[ "$variant" == candle ]] || name="$name-$variant"

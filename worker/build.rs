@@ -1,11 +1,12 @@
 //! Build script: compiles `csrc/vl_jpeg.c`, the libjpeg(-turbo) glue that decodes JPEGs as Pillow does,
 //! and links the system libjpeg (Debian: `libjpeg62-turbo-dev`), dynamically unless `VISLINGO_STATIC_JPEG=1`.
-//! With the `cuda` feature it also compiles `csrc/softmax.cu` to PTX with nvcc (`$NVCC`, else `nvcc` on the
-//! PATH: the one candle's kernels are built with), for `CUDA_COMPUTE_CAP` (default 80).
+//! With the `cuda` feature it also compiles `csrc/softmax.cu` and `csrc/silu_mul.cu` to PTX with nvcc (`$NVCC`,
+//! else `nvcc` on the PATH: the one candle's kernels are built with), for `CUDA_COMPUTE_CAP` (default 80).
 
 fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         compile_ptx("csrc/softmax.cu", "softmax.ptx");
+        compile_ptx("csrc/silu_mul.cu", "silu_mul.ptx");
     }
     println!("cargo:rerun-if-changed=csrc/vl_jpeg.c");
     cc::Build::new().file("csrc/vl_jpeg.c").warnings(true).compile("vl_jpeg");

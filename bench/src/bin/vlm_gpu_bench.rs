@@ -485,17 +485,19 @@ fn describe(args: ImagesArgs) -> Result<()> {
         vislingo_worker::models::attention::SoftmaxKernel::Vislingo => "vislingo",
     };
     let flash_attention = vislingo_worker::models::attention::flash_attention_enabled();
-    let mut kernels = Vec::new();
-    if softmax_kernel != "candle" {
-        kernels.push(format!("softmax {softmax_kernel}"));
-    }
+    let fused_mlp = vislingo_worker::models::gated::fused_kernel_enabled();
+    let mut kernels = vec![format!("softmax {softmax_kernel}")];
     if flash_attention {
         kernels.push("flash attention".to_string());
     }
+    if fused_mlp {
+        kernels.push("fused MLP".to_string());
+    }
     let report = json!({
-        "engine": if kernels.is_empty() { "vislingo".to_string() } else { format!("vislingo ({})", kernels.join(", ")) },
+        "engine": format!("vislingo ({})", kernels.join(", ")),
         "softmax_kernel": softmax_kernel,
         "flash_attention": flash_attention,
+        "fused_mlp": fused_mlp,
         "model": args.model.display().to_string(),
         "dtype": dtype.as_str(),
         "quant": args.quant.as_str(),

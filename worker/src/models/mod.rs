@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod chat_template;
+pub mod gated;
 pub mod generate;
 pub mod hub;
 pub mod image_processing;

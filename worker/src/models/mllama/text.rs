@@ -3,7 +3,7 @@
 //! `cross_attention_layers`, tanh-gated cross-attention to the image features. A `TextSession` holds the KV caches
 //! of a batch of rows; cross-attention keys/values are computed once per image and kept at the key/value heads' size.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{embedding, linear_no_bias, Embedding, Linear, RmsNorm, VarBuilder};
 
 use crate::models::attention::{dtype_min, grouped_attention, softmax_last_dim};
@@ -55,11 +55,8 @@ impl Mlp {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // Elementwise ops take the two halves as strided views: no copies.
         let gate_up = self.gate_up_proj.forward(x)?;
-        let gate = gate_up.narrow(D::Minus1, 0, self.intermediate)?;
-        let up = gate_up.narrow(D::Minus1, self.intermediate, self.intermediate)?;
-        self.down_proj.forward(&(gate.silu()? * up)?)
+        self.down_proj.forward(&crate::models::gated::silu_mul(&gate_up, self.intermediate)?)
     }
 }
 
