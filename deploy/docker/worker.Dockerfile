@@ -4,6 +4,7 @@
 #
 #   docker build -f deploy/docker/worker.Dockerfile -t vislingo-worker .          # from the repository root
 #   docker build --build-arg CUDA_COMPUTE_CAP=80 ...                              # A100 (90: H100, 89: L4/L40S)
+#   docker build --build-arg WORKER_FEATURES=cuda,flash-attn ...                  # + flash attention (docs/gpu.md)
 #
 # Ubuntu 24.04 ships FFmpeg 6.1 (ffmpeg-next 9 supports 3.4 to 7.x) and libjpeg-turbo 2.1 (libjpeg.so.8).
 
@@ -23,15 +24,25 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config clang libclang-dev cmake ca-certificates \
       libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev libavdevice-dev \
-      libjpeg-turbo8-dev \
+      libjpeg-turbo8-dev python3 python3-pip \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=rust /usr/local/cargo /usr/local/cargo
 COPY --from=rust /usr/local/rustup /usr/local/rustup
 WORKDIR /src
 COPY . .
+# Cargo features of the worker. `cuda,flash-attn` adds flash attention for the vision encoders (about 20 minutes
+# more of nvcc; 15% more images a second on an H100, BENCHMARKS.md): its kernels need CUTLASS 3.5's headers, taken
+# from the nvidia-cutlass wheel on PyPI.
+ARG WORKER_FEATURES=cuda
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p vislingo-worker --features cuda \
+    case ",${WORKER_FEATURES}," in \
+      *,flash-attn,*) python3 -m pip download --no-deps --no-cache-dir --disable-pip-version-check -q \
+                        -d /tmp/cutlass nvidia-cutlass==3.5.1.0 \
+                      && python3 -m zipfile -e /tmp/cutlass/nvidia_cutlass-3.5.1.0-py3-none-any.whl /opt/cutlass ;; \
+    esac \
+ && VISLINGO_CUTLASS_DIR=/opt/cutlass/cutlass_library/source/include \
+    cargo build --release --locked -p vislingo-worker --features "${WORKER_FEATURES}" \
  && install -D target/release/worker /out/worker
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS runtime
