@@ -115,18 +115,32 @@ impl EncoderLayer {
     }
 
     /// `x` in [`RealFirst`] order, `real` its real positions per image.
-    fn forward(&self, x: &Tensor, real: &[usize]) -> Result<Tensor> {
+    /// `times` gathers the attention and MLP halves' time under `VISLINGO_PROFILE=1`.
+    fn forward(&self, x: &Tensor, real: &[usize], times: &mut LayerTimes) -> Result<Tensor> {
+        let started = std::time::Instant::now();
         let mut attn = self.self_attn.forward(&self.input_layernorm.forward(x)?, real)?;
         if let Some((gate, _)) = &self.gates {
             attn = attn.broadcast_mul(gate)?;
         }
         let x = (x + attn)?;
+        let attended = crate::models::profile::lap(x.device(), started);
         let mut mlp = self.fc2.forward(&self.fc1.forward(&self.post_attention_layernorm.forward(&x)?)?.gelu_erf()?)?;
         if let Some((_, gate)) = &self.gates {
             mlp = mlp.broadcast_mul(gate)?;
         }
-        x + mlp
+        let out = (x + mlp)?;
+        times.attention_s += attended;
+        times.mlp_s += crate::models::profile::lap(out.device(), started) - attended;
+        Ok(out)
     }
+}
+
+/// Seconds the encoder layers spent in their attention half (layer norm, attention, gate, residual) and their MLP
+/// half, summed over layers; zero unless `VISLINGO_PROFILE=1`.
+#[derive(Debug, Default)]
+struct LayerTimes {
+    attention_s: f64,
+    mlp_s: f64,
 }
 
 /// `MllamaPrecomputedAspectRatioEmbedding`: one learned vector per tile for each aspect ratio, gated.
@@ -275,11 +289,12 @@ impl VisionModel {
         // of layer `i`, or the final output for `i == layers`).
         let keep = &cfg.intermediate_layers_indices;
         let mut kept: Vec<Option<Tensor>> = vec![None; self.transformer.len() + 1];
+        let (mut local_times, mut global_times) = (LayerTimes::default(), LayerTimes::default());
         for (i, layer) in self.transformer.iter().enumerate() {
             if keep.contains(&i) {
                 kept[i] = Some(x.clone());
             }
-            x = layer.forward(&x, &order.real)?;
+            x = layer.forward(&x, &order.real, &mut local_times)?;
         }
         if keep.contains(&self.transformer.len()) {
             kept[self.transformer.len()] = Some(x.clone());
@@ -289,7 +304,7 @@ impl VisionModel {
         let x = self.post_tile_positional_embedding.forward(&x, &ids)?;
         let mut x = order.reorder(&x.reshape((images, seq, h))?)?;
         for layer in &self.global_transformer {
-            x = layer.forward(&x, &order.real)?;
+            x = layer.forward(&x, &order.real, &mut global_times)?;
         }
 
         // torch.stack(states, -1)[..., indices] then reshape: features interleave as (hidden, layer).
@@ -303,7 +318,14 @@ impl VisionModel {
         let out = order.output(&features)?.reshape((images, tiles, patches_with_class, ()))?;
         crate::models::profile::report(
             &format!("vision forward images={images}"),
-            &[("embeddings", embedded), ("all", crate::models::profile::lap(device, started))],
+            &[
+                ("embeddings", embedded),
+                ("local attention", local_times.attention_s),
+                ("local MLP", local_times.mlp_s),
+                ("global attention", global_times.attention_s),
+                ("global MLP", global_times.mlp_s),
+                ("all", crate::models::profile::lap(device, started)),
+            ],
         );
         Ok(out)
     }
