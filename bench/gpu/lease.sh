@@ -62,6 +62,13 @@ case "${1:-}" in
       touch '"$STATE"'/done' </dev/null >"$STATE/plan.log" 2>&1 &
     wait_for_plan "${3:-560}"
     ;;
-  wait) wait_for_plan "${2:-560}" ;;
+  wait)
+    # A machine given back between calls comes back bare: say so at once rather than wait on nothing.
+    if [[ ! -d "$STATE" ]]; then
+      echo "no plan was started on this machine (the lease ended and this is a fresh one?): start it again" >&2
+      exit 2
+    fi
+    wait_for_plan "${2:-560}"
+    ;;
   *) sed -n '2,12p' "$0"; exit 64 ;;
 esac
