@@ -23,6 +23,7 @@ fn main() {
 /// `nvcc -ptx` of `source` into `$OUT_DIR/name`, for the GPUs of `CUDA_COMPUTE_CAP` and newer.
 fn compile_ptx(source: &str, name: &str) {
     println!("cargo:rerun-if-changed={source}");
+    println!("cargo:rerun-if-changed=csrc/half_types.cuh");
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".to_string());

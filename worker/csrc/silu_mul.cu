@@ -2,18 +2,7 @@
 // kernel reading both halves and writing the product, where candle takes two (a strided silu, then a strided
 // product) per layer and step. Rounds as the transformers reference does in half precision: silu's result (computed
 // in f32) to the input type, then the product (in f32) to it. build.rs turns this file into PTX under `cuda`.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <stdint.h>
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T> __device__ __forceinline__ T from_float(float x);
-template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+#include "half_types.cuh"
 
 // `gate_up` is `(rows, 2 * inter)` contiguous, gate first; `out` is `(rows, inter)`. Grid-stride over the outputs.
 template <typename T>

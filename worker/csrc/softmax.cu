@@ -5,18 +5,7 @@
 // twice and rounds twice. Rows of whole 16-byte vectors up to 8,192 f16/bf16 (the vision encoders' 577- to
 // 6,432-wide rows) are read once into registers with 16-byte loads; other rows take three strided passes (the
 // later ones mostly from L2). build.rs turns this file into PTX under the `cuda` feature.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <stdint.h>
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T> __device__ __forceinline__ T from_float(float x);
-template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+#include "half_types.cuh"
 
 // f32 results take the exact expf; half results the hardware exp, whose error is far below their rounding.
 template <bool FAST> __device__ __forceinline__ float exp_f(float x) { return FAST ? __expf(x) : expf(x); }

@@ -7,6 +7,7 @@
 //! an image. A video given to a model that takes none (Llama 3.2 Vision) gets an `unsupported` error record that
 //! says to use a LLaVA-NeXT-Video model; it is not decoded.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -384,11 +385,12 @@ impl<'p, 'a> Scheduler<'p, 'a> {
 
     /// [`Scheduler::submit`] for several assets, decoded in parallel (image and video decoding is CPU work the
     /// GPU would otherwise wait on between steps).
-    pub fn submit_all(&mut self, assets: Vec<(u64, &AssetBytes, AssetRequest)>) {
+    pub fn submit_all<A: Borrow<AssetBytes> + Send>(&mut self, assets: Vec<(u64, A, AssetRequest)>) {
         let pipeline = self.pipeline;
         let decoded: Vec<_> = assets
             .into_par_iter()
             .map(|(tag, asset, request)| {
+                let asset = asset.borrow();
                 let mut processed = pipeline.empty_result(&asset.key, &request);
                 let decoded = pipeline.decode(asset, &request, &mut processed);
                 (tag, request, processed, decoded)

@@ -404,7 +404,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                 match fs::read(plan.folder.join(&asset.key)) {
                     Ok(bytes) => {
                         tally.bytes += bytes.len() as u64;
-                        read.push((tag as u64, AssetBytes { key: asset.key.clone(), bytes }));
+                        read.push((
+                            tag as u64,
+                            AssetBytes { key: asset.key.clone(), bytes },
+                            pipeline.default_request(),
+                        ));
                     }
                     Err(error) => {
                         let message = format!("{}: cannot read the file: {error}", asset.key);
@@ -413,7 +417,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     }
                 }
             }
-            scheduler.submit_all(read.iter().map(|(tag, bytes)| (*tag, bytes, pipeline.default_request())).collect());
+            scheduler.submit_all(read);
             let idle = scheduler.is_idle();
             if !idle {
                 records.extend(scheduler.step().into_iter().map(|(_, processed)| processed.result));

@@ -174,7 +174,7 @@ fn model_thread(
             next_tag += 1;
         }
         // Decoded together, in parallel.
-        scheduler.submit_all(submitted.iter().map(|(tag, asset, request)| (*tag, asset, request.clone())).collect());
+        scheduler.submit_all(submitted);
         let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| scheduler.step()));
         decode_rows.set(scheduler.rows() as i64);
         match stepped {
